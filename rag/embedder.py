@@ -1,0 +1,133 @@
+"""Dense embeddings with Qwen3-Embedding through sentence-transformers.
+
+Queries carry the instruction prompt `Instruct: {task}\\nQuery:{query}`; documents carry none. Matryoshka
+sizes truncate the full vector first and renormalise after, so inner product stays cosine.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from .settings import DEFAULT_TASK
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]  # (texts done, texts total)
+
+
+def query_prompt(instruction: str | None) -> str:
+    return f"Instruct: {instruction or DEFAULT_TASK}\nQuery:"
+
+
+def is_instruction_aware(prompts: dict) -> bool:
+    """Qwen3-Embedding (and kin) ship a `query` prompt of the form "Instruct: ...\nQuery:"."""
+    return (prompts or {}).get("query", "").startswith("Instruct:")
+
+
+class Embedder(Protocol):
+    dim: int
+
+    def embed_documents(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray: ...
+
+    def query_prompt(self, instruction: str | None) -> str | None:
+        if self.instruction_aware:
+            return query_prompt(instruction)
+        return self.model.prompts.get("query") or None
+
+    def embed_query(self, text: str, instruction: str | None = None) -> np.ndarray: ...
+
+
+def truncate_and_normalise(vectors: np.ndarray, dim: int | None) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if dim is not None:
+        vectors = vectors[..., :dim]
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class SentenceTransformerEmbedder:
+    """`Embedder` over any sentence-transformers model; Qwen3-Embedding by default."""
+
+    def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", *, dim: int | None = None,
+                 device: str = "auto", dtype: str = "auto", batch_size: int = 16,
+                 max_tokens: int = 1024, query_cache_size: int = 256, model=None):
+        from .devices import resolve_device, resolve_dtype
+
+        self.model_name = model_name
+        self.device = resolve_device(device)
+        self.torch_dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = batch_size
+        self.model = model or self._load(model_name, max_tokens)
+        self.full_dim = int(self.model.get_embedding_dimension())
+        if dim is not None and not 32 <= dim <= self.full_dim:
+            raise ValueError(f"embedding_dim={dim} is outside 32..{self.full_dim} for {model_name}; "
+                             f"pick a Matryoshka size in that range or None for the full {self.full_dim}.")
+        self.dim = dim or self.full_dim
+        # Models without instructions (MiniLM, ...) get their own query prompt, if any, not Qwen's.
+        self.instruction_aware = is_instruction_aware(self.model.prompts)
+        self._query_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._cache_size = query_cache_size
+        self._cache_lock = threading.Lock()
+        self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
+
+    def _load(self, model_name: str, max_tokens: int):
+        from sentence_transformers import SentenceTransformer
+
+        log.info("loading embedding model %s on %s (%s)", model_name, self.device, self.torch_dtype)
+        model = SentenceTransformer(model_name, device=self.device,
+                                    model_kwargs={"dtype": self.torch_dtype},
+                                    processor_kwargs={"padding_side": "left"})
+        model.max_seq_length = min(max_tokens, model.max_seq_length or max_tokens)
+        return model.eval()
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            vectors = self.model.encode(list(texts), prompt=prompt, batch_size=self.batch_size,
+                                        convert_to_numpy=True, normalize_embeddings=False,
+                                        show_progress_bar=False)
+        return truncate_and_normalise(vectors.astype(np.float32), self.dim)
+
+    def embed_documents(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Embed in length-sorted batches (sentence-transformers sorts within a call); report per batch."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        step = self.batch_size * 4
+        parts = []
+        for start in range(0, len(texts), step):
+            parts.append(self._encode(texts[start:start + step], prompt=None))
+            if progress:
+                progress(min(start + step, len(texts)), len(texts))
+        return np.concatenate(parts)
+
+    def query_prompt(self, instruction: str | None) -> str | None:
+        if self.instruction_aware:
+            return query_prompt(instruction)
+        return self.model.prompts.get("query") or None
+
+    def embed_query(self, text: str, instruction: str | None = None) -> np.ndarray:
+        key = (instruction or DEFAULT_TASK, text)
+        with self._cache_lock:
+            cached = self._query_cache.get(key)
+            if cached is not None:
+                self._query_cache.move_to_end(key)
+                return cached.copy()
+        vector = self._encode([text], prompt=self.query_prompt(instruction))[0]
+        with self._cache_lock:
+            self._query_cache[key] = vector
+            if len(self._query_cache) > self._cache_size:
+                self._query_cache.popitem(last=False)
+        return vector.copy()

@@ -1,0 +1,105 @@
+"""The `RAG` facade: embed -> search Milvus -> rerank, plus ingestion into the same collection."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .embedder import Embedder, SentenceTransformerEmbedder
+from .reranker import Qwen3Reranker, Reranker
+from .settings import Settings
+from .store import Store
+from .types import SHARED_OWNER, Candidate, Retrieval
+
+log = logging.getLogger(__name__)
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    return SentenceTransformerEmbedder(settings.embedding_model, dim=settings.embedding_dim,
+                                       device=settings.device, dtype=settings.dtype,
+                                       batch_size=settings.embed_batch_size,
+                                       max_tokens=settings.max_embed_tokens)
+
+
+def make_reranker(settings: Settings) -> Reranker | None:
+    if settings.reranker_model is None:
+        return None
+    return Qwen3Reranker(settings.reranker_model, device=settings.device, dtype=settings.dtype,
+                         batch_size=settings.rerank_batch_size, max_tokens=settings.max_rerank_tokens)
+
+
+def make_store(settings: Settings, dim: int) -> Store:
+    return Store(str(settings.milvus_uri), settings.collection, dim, token=settings.milvus_token,
+                 embedding_model=settings.embedding_model)
+
+
+class RAG:
+    """Two-stage retrieval over one collection. Parts are injectable; defaults are built from `settings`."""
+
+    def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None,
+                 reranker: Reranker | None = None, store: Store | None = None):
+        self.settings = settings or Settings.from_env()
+        self.embedder = embedder or make_embedder(self.settings)
+        self.reranker = reranker if reranker is not None else make_reranker(self.settings)
+        self.store = store or make_store(self.settings, self.embedder.dim)
+
+    # --- retrieval ------------------------------------------------------------------------------
+    def dense_search(self, query: str, top_k: int | None = None, query_instruction: str | None = None,
+                     owner: str | None = None) -> Retrieval:
+        """Stage 1: the `top_k` nearest chunks by embedding similarity (ranked, not yet reranked)."""
+        top_k = top_k or self.settings.top_k
+        started = time.perf_counter()
+        vector = self.embedder.embed_query(query, query_instruction or self.settings.query_instruction)
+        embedded = time.perf_counter()
+        hits = self.store.search(vector, top_k, owner=owner)
+        searched = time.perf_counter()
+        candidates = [Candidate(text=h.chunk.text, source=h.chunk.source, chunk_id=h.chunk.id,
+                                dense_score=h.score, dense_rank=i, heading=h.chunk.heading,
+                                doc_id=h.chunk.doc_id, chunk_index=h.chunk.chunk_index)
+                      for i, h in enumerate(hits, start=1)]
+        return Retrieval(query=query, candidates=candidates,
+                         timings={"embed_query": embedded - started, "search": searched - embedded})
+
+    def rerank(self, retrieval: Retrieval, top_n: int | None = None,
+               rerank_instruction: str | None = None, use_reranker: bool = True) -> Retrieval:
+        """Stage 2: score every candidate with the reranker, reorder, and mark the `top_n` for the LLM."""
+        top_n = top_n or self.settings.top_n
+        candidates = list(retrieval.candidates)
+        timings = dict(retrieval.timings)
+        reranked = bool(use_reranker and self.reranker is not None and candidates)
+        if reranked:
+            started = time.perf_counter()
+            scores = self.reranker.score(retrieval.query, [c.text for c in candidates],
+                                         rerank_instruction or self.settings.rerank_instruction)
+            timings["rerank"] = time.perf_counter() - started
+            for c, s in zip(candidates, scores):
+                c.rerank_score = float(s)
+            candidates.sort(key=lambda c: (-c.rerank_score, c.dense_rank))
+            for rank, c in enumerate(candidates, start=1):
+                c.rerank_rank = rank
+        for position, c in enumerate(candidates):
+            c.selected = position < top_n
+        return Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=reranked)
+
+    def retrieve(self, query: str, top_k: int | None = None, top_n: int | None = None,
+                 query_instruction: str | None = None, rerank_instruction: str | None = None,
+                 owner: str | None = None, use_reranker: bool = True) -> Retrieval:
+        dense = self.dense_search(query, top_k, query_instruction, owner)
+        return self.rerank(dense, top_n, rerank_instruction, use_reranker)
+
+    # --- ingestion --------------------------------------------------------------------------------
+    def add_texts(self, texts: Sequence[str], source: str, owner: str = SHARED_OWNER):
+        """Chunk, embed and store texts under one source name; returns an `IngestReport`."""
+        from .ingest import Ingestor
+
+        return Ingestor(self).add_texts(texts, source, owner=owner)
+
+    def ingest_paths(self, paths: Sequence[str | Path], owner: str = SHARED_OWNER, progress=None):
+        """Ingest files and folders (recursively); one bad file never stops the others."""
+        from .ingest import Ingestor
+
+        return Ingestor(self).ingest_paths(paths, owner=owner, progress=progress)
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,208 @@
+"""The vector store: one Milvus collection with an explicit schema, through `pymilvus.MilvusClient`.
+
+The same code serves Milvus Lite (a local path), a Milvus server and Zilliz Cloud (a URI and a token).
+Writes are serialised and flushed, so a search right after an upload takes the indexed path.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .types import SHARED_OWNER, Chunk, DocumentInfo, Hit
+
+log = logging.getLogger(__name__)
+
+TEXT_MAX = 65535
+FIELDS = ["id", "text", "source", "doc_id", "chunk_index", "heading", "content_hash", "owner"]
+MODEL_PROPERTY = "rag.embedding_model"
+
+
+class StoreError(RuntimeError):
+    """The store can't be used as configured; the message says what to change."""
+
+
+class DimensionMismatchError(StoreError):
+    pass
+
+
+def make_client(uri: str, token: str | None = None, timeout: float | None = 30.0):
+    from pymilvus import MilvusClient
+
+    if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+    except Exception as exc:  # the client raises several types for "can't reach / can't open"
+        raise StoreError(f"Could not open Milvus at {uri!r}: {exc}. For a local file, check that no other "
+                         "process holds it (Milvus Lite locks the database); for a server, check the URI, "
+                         "the token and that the server is running.") from exc
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Store:
+    def __init__(self, uri: str, collection: str, dim: int, *, token: str | None = None,
+                 embedding_model: str = "", client=None):
+        self.uri, self.collection, self.dim = uri, collection, dim
+        self.embedding_model = embedding_model
+        self.client = client or make_client(uri, token)
+        self._write_lock = threading.Lock()
+        self._open_or_create()
+
+    # --- schema ---------------------------------------------------------------------------------
+    def _schema(self):
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
+        schema.add_field("source", DataType.VARCHAR, max_length=1024)
+        schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
+        schema.add_field("chunk_index", DataType.INT64)
+        schema.add_field("heading", DataType.VARCHAR, max_length=2048)
+        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("owner", DataType.VARCHAR, max_length=256)
+        return schema
+
+    def _open_or_create(self) -> None:
+        if self.client.has_collection(self.collection):
+            self._check_dimension()
+            self.client.load_collection(self.collection)  # an indexed collection reopens released
+            return
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
+        self.client.create_collection(self.collection, schema=self._schema(), index_params=index,
+                                      consistency_level="Strong")
+        log.info("created collection %s (%d-d) at %s", self.collection, self.dim, self.uri)
+
+    def _check_dimension(self) -> None:
+        info = self.client.describe_collection(self.collection)
+        dims = [int(f["params"]["dim"]) for f in info["fields"] if f["name"] == "vector"]
+        if dims and dims[0] != self.dim:
+            raise DimensionMismatchError(
+                f"Collection {self.collection!r} at {self.uri} stores {dims[0]}-d vectors, but the embedder "
+                f"produces {self.dim}-d ones. Set the embedding dimension back to {dims[0]} "
+                f"(RAG_EMBEDDING_DIM={dims[0]}), or use another collection (RAG_COLLECTION=...), or delete "
+                f"this one to re-ingest at {self.dim}-d.")
+
+    # --- writes -----------------------------------------------------------------------------------
+    def upsert(self, chunks: Sequence[Chunk], vectors: np.ndarray) -> int:
+        """Insert or overwrite chunks by primary key; returns how many rows were written."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        if not chunks:
+            return 0
+        rows = [self._row(c, v) for c, v in zip(chunks, vectors)]
+        with self._write_lock:
+            for start in range(0, len(rows), 512):
+                self.client.upsert(self.collection, rows[start:start + 512])
+            self.client.flush(self.collection)
+        return len(rows)
+
+    def _row(self, chunk: Chunk, vector: np.ndarray) -> dict:
+        return {"id": chunk.id, "vector": np.asarray(vector, dtype=np.float32).tolist(),
+                "text": _clip(chunk.text, TEXT_MAX), "source": _clip(chunk.source, 1024),
+                "doc_id": chunk.doc_id, "chunk_index": int(chunk.chunk_index),
+                "heading": _clip(chunk.heading, 2048), "content_hash": chunk.content_hash,
+                "owner": chunk.owner}
+
+    def delete_ids(self, ids: Iterable[int]) -> int:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return 0
+        with self._write_lock:
+            for start in range(0, len(ids), 1000):
+                self.client.delete(self.collection, ids=ids[start:start + 1000])
+            self.client.flush(self.collection)
+        return len(ids)
+
+    def delete_document(self, doc_id: str) -> int:
+        return self.delete_ids(self.chunk_ids(doc_id))
+
+    def delete_owner(self, owner: str) -> int:
+        """Remove everything one session uploaded (never the shared knowledge base)."""
+        if owner == SHARED_OWNER:
+            raise ValueError("refusing to delete the shared knowledge base by owner")
+        rows = self._query(f"owner == {_quote(owner)}", ["id"])
+        return self.delete_ids(r["id"] for r in rows)
+
+    # --- reads ------------------------------------------------------------------------------------
+    def search(self, vector: np.ndarray, top_k: int, owner: str | None = None) -> list[Hit]:
+        """Nearest chunks by inner product; with `owner`, the shared base plus that owner's uploads."""
+        result = self.client.search(self.collection, data=[np.asarray(vector, dtype=np.float32).tolist()],
+                                    limit=top_k, output_fields=FIELDS[1:], filter=self._visible(owner),
+                                    search_params={"metric_type": "IP"})
+        return [Hit(self._chunk(h["id"], h["entity"]), float(h["distance"])) for h in result[0]]
+
+    def chunk_ids(self, doc_id: str) -> list[int]:
+        return [r["id"] for r in self._query(f"doc_id == {_quote(doc_id)}", ["id"])]
+
+    def chunks(self, doc_id: str) -> list[Chunk]:
+        rows = self._query(f"doc_id == {_quote(doc_id)}", FIELDS)
+        return sorted((self._chunk(r["id"], r) for r in rows), key=lambda c: c.chunk_index)
+
+    def has_content(self, hashes: Sequence[str], owner: str | None = None) -> set[str]:
+        """Which of these content hashes are stored already (visible to `owner`)."""
+        found: set[str] = set()
+        for start in range(0, len(hashes), 500):
+            part = ", ".join(_quote(h) for h in hashes[start:start + 500])
+            flt = f"content_hash in [{part}] and ({self._visible(owner)})"
+            found.update(r["content_hash"] for r in self._query(flt, ["content_hash"]))
+        return found
+
+    def documents(self, owner: str | None = None) -> list[DocumentInfo]:
+        """Documents visible to `owner` (None: all), with their chunk counts."""
+        rows = self._query(self._visible(owner) if owner is not None else "id >= 0",
+                           ["doc_id", "source", "owner"])
+        counts = Counter((r["doc_id"], r["source"], r["owner"]) for r in rows)
+        return sorted((DocumentInfo(d, s, o, n) for (d, s, o), n in counts.items()),
+                      key=lambda d: (d.owner, d.source.lower()))
+
+    def count(self) -> int:
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(rows[0]["count(*)"])
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # closing twice or after a failed open is harmless
+            log.debug("close failed", exc_info=True)
+
+    # --- helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def _visible(owner: str | None) -> str:
+        if owner is None or owner == SHARED_OWNER:
+            return f"owner == {_quote(SHARED_OWNER)}"
+        return f"owner in [{_quote(SHARED_OWNER)}, {_quote(owner)}]"
+
+    def _query(self, flt: str, fields: list[str]) -> list[dict]:
+        """Query all matching rows, paging with an iterator so large collections don't hit the limit."""
+        iterator = self.client.query_iterator(self.collection, filter=flt, output_fields=fields,
+                                              batch_size=4096)
+        rows: list[dict] = []
+        try:
+            while batch := iterator.next():
+                rows.extend(batch)
+        finally:
+            iterator.close()
+        return rows
+
+    @staticmethod
+    def _chunk(chunk_id: int, row: dict) -> Chunk:
+        return Chunk(text=row["text"], source=row["source"], chunk_index=row["chunk_index"],
+                     heading=row.get("heading", ""), owner=row["owner"], doc_id=row["doc_id"],
+                     content_hash=row["content_hash"], id=int(chunk_id))
+
+
+def _clip(text: str, limit: int) -> str:
+    """VARCHAR limits count bytes; cut on a character boundary."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", errors="ignore")

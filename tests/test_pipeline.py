@@ -1,0 +1,61 @@
+"""RAG facade: two stages, ranks, selection, persistence."""
+import pytest
+
+from rag import RAG, Settings
+
+
+def test_retrieve_ranks_both_stages_and_selects_top_n(tiny_rag, corpus_path):
+    report = tiny_rag.ingest_paths([corpus_path])
+    assert report.ok and report.chunks == 7
+    r = tiny_rag.retrieve("How do bees make honey?", top_k=5, top_n=2)
+    assert r.reranked and len(r.candidates) == 5
+    assert [c.rerank_rank for c in r.candidates] == [1, 2, 3, 4, 5]
+    assert sorted(c.dense_rank for c in r.candidates) == [1, 2, 3, 4, 5]
+    scores = [c.rerank_score for c in r.candidates]
+    assert scores == sorted(scores, reverse=True)
+    assert [c.selected for c in r.candidates] == [True, True, False, False, False]
+    assert set(r.timings) == {"embed_query", "search", "rerank"}
+    dense = sorted(r.candidates, key=lambda c: c.dense_rank)
+    assert [c.dense_score for c in dense] == sorted((c.dense_score for c in dense), reverse=True)
+
+
+def test_reranker_off_keeps_dense_order(tiny_settings, tiny_embedder, corpus_path):
+    rag = RAG(tiny_settings.replace(reranker_model=None), embedder=tiny_embedder)
+    rag.ingest_paths([corpus_path])
+    r = rag.retrieve("bread", top_k=3, top_n=1)
+    assert not r.reranked and rag.reranker is None
+    assert [c.dense_rank for c in r.candidates] == [1, 2, 3]
+    assert [c.rerank_score for c in r.candidates] == [None, None, None]
+    assert [c.selected for c in r.candidates] == [True, False, False]
+    rag.close()
+
+
+def test_reingesting_the_same_file_is_a_noop(tiny_rag, corpus_path):
+    tiny_rag.ingest_paths([corpus_path])
+    count = tiny_rag.store.count()
+    again = tiny_rag.ingest_paths([corpus_path])
+    assert again.files[0].status == "skipped" and tiny_rag.store.count() == count
+
+
+def test_add_texts_then_reopen_finds_them(tiny_settings, tiny_embedder, tiny_reranker):
+    rag = RAG(tiny_settings, embedder=tiny_embedder, reranker=tiny_reranker)
+    report = rag.add_texts(["# Kites\n\nKites fly on windy beaches.", "# Boats\n\nBoats float."], source="notes")
+    rag.close()
+    reopened = RAG(tiny_settings, embedder=tiny_embedder, reranker=tiny_reranker)
+    assert report.chunks == 2 and reopened.store.count() == 2
+    assert {c.source for c in reopened.retrieve("kites").candidates} == {"notes"}
+    reopened.close()
+
+
+def test_settings_from_env():
+    s = Settings.from_env({"RAG_TOP_K": "7", "RAG_RERANKER_MODEL": "none", "RAG_EMBEDDING_DIM": "256",
+                           "OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "http://h/v1",
+                           "RAG_MILVUS_URI": "https://x.zillizcloud.com"}, top_n=2)
+    assert (s.top_k, s.top_n, s.reranker_model, s.embedding_dim) == (7, 2, None, 256)
+    assert (s.openai_api_key, s.llm_base_url) == ("sk-x", "http://h/v1")
+    assert not s.is_local_milvus
+
+
+def test_settings_reject_bad_values():
+    with pytest.raises(ValueError, match="Matryoshka"):
+        Settings(embedding_dim=8)
