@@ -66,3 +66,13 @@ def tiny_rag(tiny_settings, tiny_embedder, tiny_reranker):
 @pytest.fixture
 def corpus_path() -> Path:
     return Path(__file__).parent / "data" / "corpus.md"
+
+
+@pytest.fixture
+def openai_server():
+    """A real OpenAI-compatible server on 127.0.0.1 (tests/openai_server.py): `.base_url` (ends in /v1),
+    `.requests` (JSON bodies received), `.reply = "text [1]"`, `.fail = "401"|"404"|"429"|"slow"|"cut"|None`."""
+    from tests.openai_server import OpenAIServer
+
+    with OpenAIServer() as server:
+        yield server
