@@ -1,0 +1,88 @@
+"""JSON-friendly results for the named API endpoints (`/retrieve`, `/ask`) and the MCP tools."""
+from __future__ import annotations
+
+from ..answer import Answerer
+from ..pipeline import RAG
+from ..types import Candidate, Retrieval
+from .service import QueryOptions, final_step, run_turn
+
+
+def candidate_dict(c: Candidate) -> dict:
+    return {"text": c.text, "source": c.source, "heading": c.heading, "chunk_id": str(c.chunk_id),
+            "doc_id": c.doc_id, "chunk_index": c.chunk_index, "dense_rank": c.dense_rank,
+            "dense_score": round(c.dense_score, 6), "rerank_rank": c.rerank_rank,
+            "rerank_score": None if c.rerank_score is None else round(c.rerank_score, 6),
+            "selected": c.selected}
+
+
+def retrieval_dict(retrieval: Retrieval, timings: dict[str, float] | None = None) -> dict:
+    timings = retrieval.timings if timings is None else timings
+    return {"query": retrieval.query, "reranked": retrieval.reranked,
+            "candidates": [candidate_dict(c) for c in retrieval.candidates],
+            "timings": {stage: round(s, 4) for stage, s in timings.items()}}
+
+
+def retrieve_json(rag: RAG, query: str, options: QueryOptions) -> dict:
+    if not query.strip():
+        raise ValueError("query is empty")
+    retrieval = rag.retrieve(query.strip(), options.top_k, options.top_n, options.query_instruction or None,
+                             options.rerank_instruction or None, owner=None, use_reranker=options.use_reranker)
+    return retrieval_dict(retrieval)
+
+
+def ask_json(rag: RAG, answerer: Answerer, question: str, options: QueryOptions) -> dict:
+    if not question.strip():
+        raise ValueError("question is empty")
+    step = final_step(run_turn(rag, answerer, question.strip(), None, options))
+    answer = step.answer
+    return {"question": question.strip(), "answer": answer.text if answer else "",
+            "mode": answer.mode if answer else "", "error": answer.error if answer else None,
+            "citations": [{"number": c.number, "source": c.candidate.source, "heading": c.candidate.heading,
+                           "chunk_id": str(c.candidate.chunk_id)} for c in (answer.citations if answer else [])],
+            "retrieval": retrieval_dict(step.retrieval, step.timings)}
+
+
+def register_api(rag: RAG, answerer: Answerer, settings) -> None:
+    """Named endpoints `/retrieve` and `/ask` (gradio_client, REST, and MCP tools with `--mcp`).
+
+    They search the shared knowledge base (session uploads belong to their browser session)."""
+    import gradio as gr
+
+    def retrieve(query: str, top_k: int = settings.top_k, top_n: int = settings.top_n,
+                 use_reranker: bool = True) -> dict:
+        """Search the knowledge base: embedding search for top_k candidates, then the reranker orders them.
+
+        Args:
+            query: what to search for, in natural language.
+            top_k: how many candidates the embedding search returns (1-100).
+            top_n: how many of the best candidates are marked `selected` (the ones an answer would use).
+            use_reranker: rerank the candidates with the cross-encoder reranker (slower, more precise).
+
+        Returns:
+            a dict: query, reranked, candidates (in final order, each with text, source, heading, dense_rank,
+            dense_score, rerank_rank, rerank_score, selected) and timings (seconds per stage).
+        """
+        options = QueryOptions.from_settings(settings, top_k=top_k, top_n=top_n,
+                                             use_reranker=use_reranker and rag.reranker is not None)
+        return retrieve_json(rag, query, options)
+
+    def ask(question: str, top_k: int = settings.top_k, top_n: int = settings.top_n,
+            use_reranker: bool = True) -> dict:
+        """Answer a question from the knowledge base, citing passages as [n].
+
+        Args:
+            question: the question, in natural language.
+            top_k: how many candidates the embedding search returns (1-100).
+            top_n: how many reranked passages the answer is written from.
+            use_reranker: rerank the candidates before choosing the top_n passages.
+
+        Returns:
+            a dict: question, answer (Markdown with [n] citations), mode ("llm" or "retrieval-only"), error,
+            citations (number, source, heading, chunk_id) and retrieval (as the retrieve endpoint returns).
+        """
+        options = QueryOptions.from_settings(settings, top_k=top_k, top_n=top_n,
+                                             use_reranker=use_reranker and rag.reranker is not None)
+        return ask_json(rag, answerer, question, options)
+
+    gr.api(retrieve, api_name="retrieve")
+    gr.api(ask, api_name="ask")

@@ -1,0 +1,236 @@
+"""Gradio event handlers: thin adapters between components and `service`/`sessions`/`formatting`.
+
+Per-session data lives in `gr.State` values and the session hash; the handler objects only hold the
+shared, long-lived RAG, settings and answerer.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+import pandas as pd
+
+from ..answer import Answerer
+from ..pipeline import RAG
+from ..settings import Settings
+from ..store import StoreError
+from ..types import SHARED_OWNER
+from . import formatting as fmt
+from .api import candidate_dict
+from .plots import ranking_figure
+from .safety import safe_markdown
+from .service import ANSWER, DENSE, QueryOptions, TurnStep, run_turn
+from .sessions import deletable_documents, end_session, session_owner, visible_documents
+
+log = logging.getLogger(__name__)
+
+SEARCHING = "Searching the knowledge base…"
+RERANKING = "Reranking {k} candidates…"
+WRITING = "Writing the answer…"
+EMPTY_KB = ("No passages found: the knowledge base is empty. Add documents in the **Knowledge** tab, "
+            "then ask again.")
+REPORT_HEADERS = ["File", "Status", "Chunks", "Note"]
+DOCUMENT_HEADERS = ["Document", "Chunks", "Visible to"]
+STATUS_ICONS = {"ok": "✓ added", "skipped": "= unchanged", "failed": "✗ failed"}
+
+
+def owner_of(request: gr.Request | None, settings: Settings) -> str:
+    return session_owner(getattr(request, "session_hash", None), settings)
+
+
+def friendly_error(exc: Exception) -> str:
+    """A message for the page: ours are actionable already; anything else points at the server log."""
+    if isinstance(exc, (StoreError, ValueError)):
+        return str(exc)
+    return f"Something went wrong ({type(exc).__name__}). Try again; if it keeps happening, see the server log."
+
+
+def _with_reply(chat: list[dict], content: str) -> list[dict]:
+    """A new message list with the last (assistant) message replaced: yielded values are never mutated."""
+    return chat[:-1] + [{"role": "assistant", "content": content}]
+
+
+class ChatHandlers:
+    """Ask, re-run, clear and inspect. Outputs of ask/re-run, in order:
+    chatbot, textbox, table, plot, timings, passage cards, candidates state, last-question state."""
+
+    def __init__(self, rag: RAG, settings: Settings, answerer: Answerer):
+        self.rag, self.settings, self.answerer = rag, settings, answerer
+
+    def options(self, top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
+                temperature) -> QueryOptions:
+        return QueryOptions.from_settings(
+            self.settings, top_k=top_k, top_n=top_n, use_reranker=bool(use_reranker) and self.rag.reranker is not None,
+            query_instruction=(query_instruction or "").strip() or None,
+            rerank_instruction=(rerank_instruction or "").strip() or None,
+            llm_model=(llm_model or "").strip() or None, temperature=temperature)
+
+    def ask(self, message: str, history: list[dict], top_k, top_n, use_reranker, query_instruction,
+            rerank_instruction, llm_model, temperature, request: gr.Request) -> Iterator[tuple]:
+        question = (message or "").strip()
+        if not question:
+            gr.Warning("Type a question first.")
+            yield (gr.skip(),) * 8
+            return
+        options = self.options(top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
+                               temperature)
+        history = list(history or [])
+        yield from self._turn(question, safe_markdown(question), history, history, options,
+                              owner_of(request, self.settings))
+
+    def rerun(self, last: dict | None, history: list[dict], top_k, top_n, use_reranker, query_instruction,
+              rerank_instruction, llm_model, temperature, request: gr.Request) -> Iterator[tuple]:
+        """Ask the last question again with the current settings, as a new turn to compare with."""
+        if not last:
+            gr.Warning("Ask a question first; then change the settings and re-run it to compare.")
+            yield (gr.skip(),) * 8
+            return
+        options = self.options(top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
+                               temperature)
+        history = list(history or [])
+        label = (f"↻ {safe_markdown(last['question'])}\n\n<sub>re-run · top_k {options.top_k} · top_n "
+                 f"{options.top_n} · reranker {'on' if options.use_reranker else 'off'}</sub>")
+        context = history[: last.get("context", 0)]
+        yield from self._turn(last["question"], label, history, context, options,
+                              owner_of(request, self.settings))
+
+    def _turn(self, question: str, label: str, history: list[dict], context: list[dict],
+              options: QueryOptions, owner: str) -> Iterator[tuple]:
+        turn = sum(1 for m in history if m.get("role") == "assistant") + 1
+        chat = history + [{"role": "user", "content": label}, {"role": "assistant", "content": SEARCHING}]
+        last = {"question": question, "context": len(context)}
+        yield chat, "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), last
+        try:
+            for step in run_turn(self.rag, self.answerer, question, fmt.strip_sources(context), options, owner):
+                view = self._view(step, options, turn, chat)
+                yield view + (last,)
+                if step.stage == DENSE and not step.retrieval.candidates:
+                    return
+        except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
+            log.exception("answering %r failed", question)
+            message = friendly_error(exc)
+            gr.Warning(message)
+            yield (_with_reply(chat, "⚠ " + safe_markdown(message)),) + (gr.skip(),) * 6 + (last,)
+
+    def _view(self, step: TurnStep, options: QueryOptions, turn: int, chat: list[dict]) -> tuple:
+        """chatbot, textbox, table, plot, timings, cards, candidates state for one step of the turn."""
+        retrieval = step.retrieval
+        if step.stage == ANSWER:
+            update = step.answer
+            cited = {c.number for c in update.citations}
+            chat = _with_reply(chat, fmt.render_answer(update.text, retrieval.selected, turn, cited,
+                                                      final=update.done))
+            if update.done and update.error:
+                gr.Warning(update.error)
+            running = None if update.done else "generate"
+            return (chat, gr.skip(), gr.skip(), gr.skip(), fmt.timings_markdown(step.timings, running),
+                    gr.skip(), gr.skip())
+        pending = step.stage == DENSE and options.use_reranker
+        chat = _with_reply(chat, self._progress_text(step, pending))
+        running = "rerank" if pending else ("generate" if step.stage != DENSE else None)
+        cards = fmt.passage_cards(None if pending else retrieval, turn)
+        return (chat, gr.skip(), fmt.candidates_table(retrieval, options.top_n, pending),
+                ranking_figure(retrieval, options.top_n, pending), fmt.timings_markdown(step.timings, running),
+                cards, [candidate_dict(c) for c in retrieval.candidates])
+
+    @staticmethod
+    def _progress_text(step: TurnStep, pending: bool) -> str:
+        if not step.retrieval.candidates:
+            return EMPTY_KB
+        return RERANKING.format(k=len(step.retrieval.candidates)) if pending else WRITING
+
+    @staticmethod
+    def clear() -> tuple:
+        return ([], "", fmt.candidates_table(None, 0), None, "", fmt.passage_cards(None, 0), [], None, "")
+
+    @staticmethod
+    def show_passage(candidates: list[dict], evt: gr.SelectData) -> str:
+        """The full text of the table row the user selected."""
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not candidates or row is None or not 0 <= row < len(candidates):
+            return ""
+        c = candidates[row]
+        where = c["source"] + (f" › {c['heading']}" if c["heading"] else "")
+        return f"{where}  (chunk {c['chunk_index']}, embedding rank {c['dense_rank']})\n\n{c['text']}"
+
+
+class KnowledgeHandlers:
+    """Upload, list and delete documents; session clean-up. Outputs of upload, in order:
+    report table, documents table, delete dropdown, knowledge-base summary, file input."""
+
+    def __init__(self, rag: RAG, settings: Settings, kb_name: str = ""):
+        self.rag, self.settings, self.kb_name = rag, settings, kb_name
+
+    def upload(self, files: list[Any] | None, request: gr.Request, progress=gr.Progress()) -> tuple:
+        paths = [getattr(f, "name", f) for f in files or []]
+        if not paths:
+            gr.Warning("Choose one or more files to upload first.")
+            return (gr.skip(),) * 5
+        owner = owner_of(request, self.settings)
+        progress(0, desc="Reading files…")
+        try:
+            report = self.rag.ingest_paths(paths, owner=owner, names=[Path(p).name for p in paths],
+                                           progress=lambda message, fraction: progress(fraction, desc=message))
+        except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
+            log.exception("upload failed")
+            gr.Warning(f"Upload failed: {friendly_error(exc)}")
+            return (gr.skip(),) + self.refresh(request) + (None,)
+        self._notify(report)
+        return (self.report_table(report),) + self.refresh(request) + (None,)
+
+    @staticmethod
+    def _notify(report) -> None:
+        added = [f for f in report.files if f.status == "ok"]
+        if added:
+            gr.Info(f"Added {len(added)} file(s), {report.chunks} chunks.", duration=4)
+        if report.failed:
+            gr.Warning(f"{len(report.failed)} file(s) could not be added; see the report for why.")
+
+    @staticmethod
+    def report_table(report) -> pd.DataFrame:
+        rows = [[f.source, STATUS_ICONS.get(f.status, f.status), f.chunks, f.reason] for f in report.files]
+        return pd.DataFrame(rows, columns=REPORT_HEADERS)
+
+    def refresh(self, request: gr.Request) -> tuple:
+        """documents table, delete dropdown, knowledge-base summary."""
+        owner = owner_of(request, self.settings)
+        try:
+            documents = visible_documents(self.rag, owner)
+            deletable = deletable_documents(self.rag, owner, self.settings)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("listing documents failed")
+            return gr.skip(), gr.skip(), f"⚠ Could not list the documents: {safe_markdown(friendly_error(exc))}"
+        rows = [[d.source, d.chunks, "everyone" if d.owner == SHARED_OWNER else "this session"] for d in documents]
+        choices = [(d.source, d.doc_id) for d in deletable]
+        dropdown = gr.Dropdown(choices=choices, value=None, interactive=bool(choices))
+        return pd.DataFrame(rows, columns=DOCUMENT_HEADERS), dropdown, self.summary(documents, owner)
+
+    def summary(self, documents, owner: str) -> str:
+        shared = [d for d in documents if d.owner == SHARED_OWNER]
+        own = [d for d in documents if d.owner != SHARED_OWNER]
+        name = safe_markdown(self.kb_name) if self.kb_name else "shared documents"
+        text = (f"**Loaded knowledge base:** {name} — {len(shared)} documents, "
+                f"{sum(d.chunks for d in shared)} chunks, shared by everyone.")
+        if self.settings.shared_uploads:
+            return text + "  \nUploads are **shared** with everyone and persist."
+        return text + (f"  \n**Your uploads:** {len(own)} documents, {sum(d.chunks for d in own)} chunks — "
+                       "searchable only in this browser session and removed when you close it.")
+
+    def delete(self, doc_id: str | None, request: gr.Request) -> tuple:
+        owner = owner_of(request, self.settings)
+        allowed = {d.doc_id: d for d in deletable_documents(self.rag, owner, self.settings)}
+        if not doc_id or doc_id not in allowed:
+            gr.Warning("Choose one of your uploaded documents to delete.")
+            return self.refresh(request)
+        removed = self.rag.store.delete_document(doc_id)
+        gr.Info(f"Deleted {allowed[doc_id].source} ({removed} chunks).", duration=4)
+        return self.refresh(request)
+
+    def end_session(self, request: gr.Request) -> None:
+        """Blocks.unload: the tab closed, drop what this session uploaded (unless uploads are shared)."""
+        try:
+            end_session(self.rag, owner_of(request, self.settings))
+        except Exception:  # noqa: BLE001 - clean-up must never raise into Gradio's disconnect handling
+            log.exception("cleaning up a closed session failed")

@@ -1,0 +1,170 @@
+"""`build_app`: the page — chat beside the retrieval inspection panel, a Knowledge tab, named API endpoints."""
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..answer import Answerer
+from ..pipeline import RAG
+from ..settings import Settings
+from . import formatting as fmt
+from .api import register_api
+from .assets import CITATION_SCRIPT
+from .handlers import DOCUMENT_HEADERS, REPORT_HEADERS, ChatHandlers, KnowledgeHandlers
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_QUESTIONS = [  # the Milvus FAQ (downloaded) first, then the bundled fallback documents
+    "How is data stored in Milvus?",
+    "What is the maximum vector dimension Milvus supports?",
+    "Which index types does Milvus support?",
+    "What are the ways to run Milvus?",
+    "Why rerank the search results?",
+    "What are Matryoshka embeddings?",
+]
+UPLOAD_TYPES_FALLBACK = [".md", ".markdown", ".txt", ".pdf", ".docx", ".html", ".htm", ".zip"]
+
+
+def upload_types() -> list[str]:
+    try:
+        from ..loaders import SUPPORTED_SUFFIXES
+    except ImportError:  # loaders not installed in this tree: the plain-text formats always work
+        return UPLOAD_TYPES_FALLBACK
+    return sorted(SUPPORTED_SUFFIXES)
+
+
+def build_app(rag: RAG, settings: Settings | None = None, answerer: Answerer | None = None, *,
+              knowledge_base: str = "", examples: list[str] | None = None) -> gr.Blocks:
+    """The Gradio app over one loaded `RAG` (models and collection stay loaded across sessions)."""
+    settings = settings or rag.settings
+    answerer = answerer or Answerer(settings)
+    chat = ChatHandlers(rag, settings, answerer)
+    knowledge = KnowledgeHandlers(rag, settings, knowledge_base)
+    with gr.Blocks(title="RAG chat · Qwen3 + Milvus") as demo:
+        gr.Markdown("## RAG chat — see what the retriever found, and how the reranker reordered it")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                ui = _chat_tab(rag, settings, answerer, examples or EXAMPLE_QUESTIONS)
+            with gr.Tab("Knowledge", id="knowledge") as knowledge_tab:
+                kb = _knowledge_tab()
+        register_api(rag, answerer, settings)  # first: the public names /retrieve and /ask are taken here
+        _wire_chat(ui, chat)
+        _wire_knowledge(demo, kb, knowledge, knowledge_tab)
+        demo.load(None, js=CITATION_SCRIPT)
+    return demo
+
+
+def _chat_tab(rag: RAG, settings: Settings, answerer: Answerer, examples: list[str]) -> SimpleNamespace:
+    ui = SimpleNamespace()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=360):
+            ui.chatbot = gr.Chatbot(label="Chat", height=560, elem_id="rag-chat", sanitize_html=True,
+                                    allow_tags=False, render_markdown=True, feedback_options=None,
+                                    buttons=["copy"], placeholder="Ask a question about the documents.")
+            with gr.Row():
+                ui.question = gr.Textbox(placeholder="Ask about the documents…", show_label=False, scale=5,
+                                         elem_id="rag-question", autofocus=True, max_lines=4)
+                ui.ask = gr.Button("Ask", variant="primary", scale=1, min_width=80, elem_id="rag-ask")
+            with gr.Row():
+                ui.rerun = gr.Button("↻ Re-run last question", size="sm", elem_id="rag-rerun")
+                ui.clear = gr.Button("Clear", size="sm", elem_id="rag-clear")
+            gr.Examples(examples=[[q] for q in examples], inputs=[ui.question], label="Example questions")
+            _settings_panel(ui, rag, settings, answerer)
+        with gr.Column(scale=6, min_width=480):
+            _inspection_panel(ui)
+    ui.candidates = gr.State([])
+    ui.last = gr.State(None)
+    return ui
+
+
+def _settings_panel(ui: SimpleNamespace, rag: RAG, settings: Settings, answerer: Answerer) -> None:
+    with gr.Accordion("Settings (apply to the next question — or re-run the last one)", open=False):
+        with gr.Row():
+            ui.top_k = gr.Slider(1, 50, value=settings.top_k, step=1, label="top_k: candidates retrieved")
+            ui.top_n = gr.Slider(1, 20, value=settings.top_n, step=1, label="top_n: passages sent to the LLM")
+        ui.use_reranker = gr.Checkbox(value=rag.reranker is not None, interactive=rag.reranker is not None,
+                                      label="Rerank candidates",
+                                      info=None if rag.reranker is not None else
+                                      "No reranker loaded (started with --reranker-model none).")
+        ui.query_instruction = gr.Textbox(settings.query_instruction, lines=2,
+                                          label="Embedding query instruction (the task in 'Instruct: …')")
+        ui.rerank_instruction = gr.Textbox(settings.rerank_instruction, lines=2,
+                                           label="Reranker instruction (the <Instruct> line)")
+        gr.Textbox(f"{rag.store.dim} (collection '{settings.collection}')", interactive=False,
+                   label="Embedding dimension (Matryoshka)",
+                   info="Fixed by the collection: its vectors were stored at this size, and a query must "
+                        "match it. To try another size, restart with --embedding-dim N and a new "
+                        "--collection, then re-ingest.")
+        with gr.Row():
+            ui.llm_model = gr.Textbox(settings.llm_model, label="LLM model")
+            ui.temperature = gr.Slider(0, 2, value=settings.temperature, step=0.1, label="Temperature")
+        gr.Textbox(_endpoint_text(settings, answerer), interactive=False, label="LLM endpoint",
+                   info="Set at start-up (--llm-base-url / OPENAI_BASE_URL). Not editable here, so the "
+                        "server's API key is never sent to an address typed into the page.")
+
+
+def _endpoint_text(settings: Settings, answerer: Answerer) -> str:
+    if not answerer.configured:
+        return "none — retrieval-only answers (set OPENAI_API_KEY or --llm-base-url)"
+    return settings.llm_base_url or "https://api.openai.com/v1"
+
+
+def _inspection_panel(ui: SimpleNamespace) -> None:
+    gr.Markdown("### Retrieval inspection")
+    ui.timings = gr.Markdown("", elem_id="rag-timings")
+    ui.table = gr.Dataframe(value=fmt.candidates_table(None, 0), headers=fmt.TABLE_HEADERS, interactive=False,
+                            wrap=True, max_height=420, elem_id="rag-candidates",
+                            label="Candidates (select a row for its full text) — ✓ [n] sent to the LLM, "
+                                  "↓ dropped by the reranker",
+                            column_widths=["11%", "9%", "9%", "7%", "9%", "10%", "14%", "31%"])
+    ui.plot = gr.Plot(label="Embedding rank → reranker rank", show_label=False, elem_id="rag-plot", format="png")
+    ui.full_text = gr.Textbox(label="Full passage text", lines=6, max_lines=16, interactive=False,
+                              elem_id="rag-full-text", placeholder="Select a row of the table.")
+    with gr.Accordion("Passages sent to the LLM (the answer cites them as [n])", open=True):
+        ui.cards = gr.HTML(fmt.passage_cards(None, 0), elem_id="rag-cards")
+
+
+def _wire_chat(ui: SimpleNamespace, chat: ChatHandlers) -> None:
+    knobs = [ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction, ui.rerank_instruction, ui.llm_model,
+             ui.temperature]
+    outputs = [ui.chatbot, ui.question, ui.table, ui.plot, ui.timings, ui.cards, ui.candidates, ui.last]
+    ask = dict(fn=chat.ask, inputs=[ui.question, ui.chatbot, *knobs], outputs=outputs,
+               api_visibility="private", show_progress="hidden")
+    ui.question.submit(**ask, api_name="chat_submit")
+    ui.ask.click(**ask, api_name="chat_ask")
+    ui.rerun.click(chat.rerun, [ui.last, ui.chatbot, *knobs], outputs, api_visibility="private",
+                   show_progress="hidden")
+    ui.clear.click(chat.clear, None, outputs + [ui.full_text], api_visibility="private")
+    ui.chatbot.clear(chat.clear, None, outputs + [ui.full_text], api_visibility="private")
+    ui.table.select(chat.show_passage, [ui.candidates], [ui.full_text], api_visibility="private")
+
+
+def _knowledge_tab() -> SimpleNamespace:
+    kb = SimpleNamespace()
+    kb.summary = gr.Markdown(elem_id="rag-kb-summary")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            kb.files = gr.File(file_count="multiple", file_types=upload_types(), label="Upload documents",
+                               elem_id="rag-upload")
+            kb.add = gr.Button("Add to knowledge base", variant="primary", elem_id="rag-add")
+            kb.report = gr.Dataframe(headers=REPORT_HEADERS, interactive=False, wrap=True, label="Upload report",
+                                     elem_id="rag-report")
+        with gr.Column(scale=5):
+            kb.documents = gr.Dataframe(headers=DOCUMENT_HEADERS, interactive=False, wrap=True, max_height=480,
+                                        label="Documents you can search", elem_id="rag-documents")
+            with gr.Row():
+                kb.choice = gr.Dropdown(choices=[], label="Delete one of your uploads", scale=3,
+                                        elem_id="rag-delete-choice")
+                kb.delete = gr.Button("Delete", variant="stop", scale=1, elem_id="rag-delete")
+    return kb
+
+
+def _wire_knowledge(demo: gr.Blocks, kb: SimpleNamespace, knowledge: KnowledgeHandlers, tab) -> None:
+    listing = [kb.documents, kb.choice, kb.summary]
+    kb.add.click(knowledge.upload, [kb.files], [kb.report, *listing, kb.files], api_visibility="private")
+    kb.delete.click(knowledge.delete, [kb.choice], listing, api_visibility="private")
+    tab.select(knowledge.refresh, None, listing, api_visibility="private")
+    demo.load(knowledge.refresh, None, listing, api_visibility="private")
+    demo.unload(knowledge.end_session)
