@@ -2,25 +2,54 @@
 
 Each heading starts a section; its heading path ("Guide > Install > Linux") is kept as metadata and at the top
 of the chunk text, so a section that only makes sense under its heading still embeds with it. Long sections are
-cut into overlapping windows of at most `max_tokens`; heading-only fragments merge into what follows.
+cut at paragraph, then line, sentence and word boundaries into balanced windows of at most `max_tokens`, with
+up to `overlap` tokens repeated between neighbours. Fragments under `min_tokens` merge into a neighbour.
+
+Token counts of the parts are summed (plus one per joint) rather than re-counting every candidate window, so
+chunking stays linear in the text; pieces near the cap are re-counted exactly and cut if they overflow.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
-HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$")
-FENCE = re.compile(r"^\s*(```|~~~)")
-FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---[ \t]*\n", re.DOTALL)
+HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+SETEXT = re.compile(r"^ {0,3}(={3,}|-{3,})[ \t]*$")
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\n(.*?)\n---[ \t]*(?:\n|\Z)", re.DOTALL)
+SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+HEADING_CHARS = 300  # a heading path longer than this is clipped in the chunk text
+SEPARATOR = " > "
 
 TokenCounter = Callable[[str], int]
+BatchCounter = Callable[[Sequence[str]], list[int]]
 
 
 @dataclass
 class TextPiece:
     text: str  # what gets embedded and shown: heading path + section body
     heading: str  # heading path, " > " separated
+    tokens: int = 0  # estimated tokens of `text`
+    body_tokens: int = 0  # estimated tokens without the heading line(s)
+
+
+@dataclass
+class Section:
+    path: list[str]
+    body: str
+
+    @property
+    def heading(self) -> str:
+        return SEPARATOR.join(self.path)
+
+
+@dataclass
+class _Unit:
+    text: str
+    sep: str  # joins this unit to the one before it
+    tokens: int
 
 
 def approx_tokens(text: str) -> int:
@@ -28,82 +57,7 @@ def approx_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
-def split_sections(text: str) -> list[tuple[list[str], str]]:
-    """(heading path, body) per section, in order; headings inside code fences are not headings."""
-    sections: list[tuple[list[str], str]] = []
-    path: list[tuple[int, str]] = []
-    body: list[str] = []
-    in_fence = False
-
-    def flush() -> None:
-        sections.append(([t for _, t in path], "\n".join(body).strip()))
-
-    for line in text.splitlines():
-        if FENCE.match(line):
-            in_fence = not in_fence
-        match = None if in_fence else HEADING.match(line)
-        if match:
-            flush()
-            body = []
-            level = len(match.group(1))
-            path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, match.group(2).strip())]
-        else:
-            body.append(line)
-    flush()
-    return [(p, b) for p, b in sections if b or p]
-
-
-def _windows(body: str, budget: int, overlap: int, count: TokenCounter) -> list[str]:
-    """Cut `body` at paragraph, then line, then word boundaries into pieces of at most `budget` tokens."""
-    if count(body) <= budget:
-        return [body]
-    units = _units(body, budget, count)
-    pieces, current = [], []
-    for unit in units:
-        if current and count(" ".join(current + [unit])) > budget:
-            pieces.append(" ".join(current))
-            current = _tail(current, overlap, count)
-        current.append(unit)
-    if current:
-        pieces.append(" ".join(current))
-    return pieces
-
-
-def _units(body: str, budget: int, count: TokenCounter) -> list[str]:
-    units: list[str] = []
-    for para in re.split(r"\n\s*\n", body):
-        if count(para) <= budget:
-            units.append(para)
-            continue
-        for line in para.splitlines():
-            if count(line) <= budget:
-                units.append(line)
-            else:  # one huge line: fall back to words, and to characters for a word-less blob
-                words = line.split(" ")
-                step = max(1, len(words) // max(2, count(line) // max(1, budget // 2)))
-                for i in range(0, len(words), step):
-                    part = " ".join(words[i:i + step])
-                    units.extend(_hard_cut(part, budget, count))
-    return [u for u in units if u.strip()]
-
-
-def _hard_cut(text: str, budget: int, count: TokenCounter) -> list[str]:
-    if count(text) <= budget:
-        return [text]
-    size = max(1, len(text) * budget // (count(text) + 1))
-    return [text[i:i + size] for i in range(0, len(text), size)]
-
-
-def _tail(units: list[str], overlap: int, count: TokenCounter) -> list[str]:
-    """The last units of a window that fit in `overlap` tokens, repeated at the start of the next."""
-    tail: list[str] = []
-    for unit in reversed(units):
-        if count(" ".join([unit] + tail)) > overlap:
-            break
-        tail.insert(0, unit)
-    return tail
-
-
+# --- sections ---------------------------------------------------------------------------------------
 def strip_front_matter(text: str) -> tuple[str, str]:
     """Remove a leading YAML front-matter block; return (body, its `title:` or "")."""
     match = FRONT_MATTER.match(text)
@@ -113,34 +67,258 @@ def strip_front_matter(text: str) -> tuple[str, str]:
     return text[match.end():], title.group(1).strip().strip("'\"") if title else ""
 
 
-def chunk_text(text: str, *, max_tokens: int = 512, overlap: int = 64, min_tokens: int = 8,
-               count: TokenCounter = approx_tokens, title: str = "") -> list[TextPiece]:
-    """Split Markdown-like text into pieces of at most `max_tokens` (heading line included).
+def split_sections(text: str) -> list[Section]:
+    """Sections in order: ATX ('## x') and setext ('x\\n===') headings open them; fenced code never does."""
+    sections: list[Section] = []
+    path: list[tuple[int, str]] = []
+    body: list[str] = []
+    fence = ""
 
-    Heading-only sections produce no piece of their own: their heading lives on in the path of the
-    sections below them."""
-    text, front_title = strip_front_matter(text)
-    title = title or front_title
-    pieces: list[TextPiece] = []
-    for path, body in split_sections(text):
-        if not body:
+    def open_section(level: int, title: str) -> None:
+        nonlocal path, body
+        sections.append(Section([t for _, t in path], "\n".join(body).strip()))
+        path = [(lvl, t) for lvl, t in path if lvl < level] + [(level, title)]
+        body = []
+
+    for line in text.splitlines():
+        fence = _fence_state(line, fence)
+        if fence or FENCE.match(line):
+            body.append(line)
             continue
-        heading = " > ".join(path) or title
-        header = heading + "\n\n" if heading else ""
-        budget = max(16, max_tokens - count(header))
-        for window in _windows(body, budget, min(overlap, budget // 2), count):
-            pieces.append(TextPiece(text=(header + window).strip(), heading=heading))
-    return _merge_tiny(pieces, min_tokens, max_tokens, count)
-
-
-def _merge_tiny(pieces: list[TextPiece], min_tokens: int, max_tokens: int,
-                count: TokenCounter) -> list[TextPiece]:
-    """Fold fragments under `min_tokens` into their predecessor when it has room."""
-    merged: list[TextPiece] = []
-    for piece in pieces:
-        if merged and count(piece.text) < min_tokens and \
-                count(merged[-1].text + "\n\n" + piece.text) <= max_tokens:
-            merged[-1] = TextPiece(merged[-1].text + "\n\n" + piece.text, merged[-1].heading)
+        atx = HEADING.match(line)
+        if atx:
+            open_section(len(atx.group(1)), atx.group(2).strip())
+        elif SETEXT.match(line) and _setext_title(body):
+            title = body.pop().strip()
+            open_section(1 if line.strip().startswith("=") else 2, title)
         else:
-            merged.append(piece)
-    return merged
+            body.append(line)
+    sections.append(Section([t for _, t in path], "\n".join(body).strip()))
+    return [s for s in sections if s.body or s.path]
+
+
+def _fence_state(line: str, fence: str) -> str:
+    """The open fence marker after `line` ('' when outside code)."""
+    match = FENCE.match(line)
+    if not match:
+        return fence
+    marker = match.group(1)
+    if not fence:
+        return marker
+    return "" if marker[0] == fence[0] and len(marker) >= len(fence) else fence
+
+
+def _setext_title(body: list[str]) -> bool:
+    """A setext underline needs a one-line paragraph of plain text right above it."""
+    if not body or not body[-1].strip():
+        return False
+    if len(body) > 1 and body[-2].strip():
+        return False
+    return not re.match(r"^\s*([-*+>|]|\d+[.)])\s", body[-1])
+
+
+# --- counting ---------------------------------------------------------------------------------------
+def _batch_counter(count: TokenCounter, count_many: BatchCounter | None) -> BatchCounter:
+    return count_many or (lambda texts: [count(t) for t in texts])
+
+
+def _units(body: str, budget: int, count_many: BatchCounter) -> list[_Unit]:
+    """Paragraphs; any over `budget` become lines, then sentences, then word runs, then character runs."""
+    levels = [(re.compile(r"\n[ \t]*\n"), "\n\n"), (re.compile(r"\n"), "\n"), (SENTENCE_END, " "),
+              (None, " ")]
+    return _split(body, "\n\n", levels, budget, count_many)
+
+
+def _split(text: str, sep: str, levels, budget: int, count_many: BatchCounter) -> list[_Unit]:
+    pattern, child_sep = levels[0]
+    parts = [p.strip() for p in (pattern.split(text) if pattern else _word_runs(text, budget))]
+    parts = [p for p in parts if p]
+    units: list[_Unit] = []
+    for i, (part, tokens) in enumerate(zip(parts, count_many(parts))):
+        first_sep = sep if i == 0 else child_sep
+        if tokens <= budget:
+            units.append(_Unit(part, first_sep, tokens))
+        elif len(levels) > 1:
+            sub = _split(part, first_sep, levels[1:], budget, count_many)
+            units.extend(sub)
+        else:
+            units.extend(_char_runs(part, first_sep, tokens, budget))
+    return units
+
+
+def _word_runs(text: str, budget: int) -> list[str]:
+    words = text.split()
+    step = max(1, budget // 4)  # words, so a run is well under budget for ordinary text
+    return [" ".join(words[i:i + step]) for i in range(0, len(words), step)]
+
+
+def _char_runs(text: str, sep: str, tokens: int, budget: int) -> list[_Unit]:
+    """Last resort for word-less blobs (base64, long URLs): proportional character cuts."""
+    size = max(1, len(text) * budget // (tokens + 1))
+    cuts = [text[i:i + size] for i in range(0, len(text), size)]
+    return [_Unit(c, sep if i == 0 else "", max(1, tokens * len(c) // len(text))) for i, c in enumerate(cuts)]
+
+
+# --- windows ----------------------------------------------------------------------------------------
+def _join(units: Sequence[_Unit]) -> str:
+    return "".join((u.sep if i else "") + u.text for i, u in enumerate(units))
+
+
+def _size(units: Sequence[_Unit]) -> int:
+    return sum(u.tokens for u in units) + max(0, len(units) - 1)
+
+
+def _windows(units: list[_Unit], budget: int, overlap: int) -> list[list[_Unit]]:
+    """Greedy windows aimed at an even size, so the last one is not a scrap; each at most `budget`."""
+    total = _size(units)
+    if total <= budget:
+        return [units]
+    count = math.ceil(total / max(1, budget - overlap))
+    target = min(budget, math.ceil(total / count) + overlap)
+    windows: list[list[_Unit]] = []
+    current: list[_Unit] = []
+    for unit in units:
+        if current and _size(current + [unit]) > target:
+            windows.append(current)
+            current = _tail(current, overlap)
+            if _size(current + [unit]) > budget:
+                current = []
+        current.append(unit)
+    if current:
+        windows.append(current)
+    return windows
+
+
+def _tail(units: list[_Unit], overlap: int) -> list[_Unit]:
+    """The last units of a window that fit in `overlap` tokens, repeated at the start of the next."""
+    tail: list[_Unit] = []
+    for unit in reversed(units):
+        if _size([unit] + tail) > overlap:
+            break
+        tail.insert(0, unit)
+    return tail or _sentence_tail(units[-1], overlap) if units else tail
+
+
+def _sentence_tail(unit: _Unit, overlap: int) -> list[_Unit]:
+    """The closing sentences of a unit too big to repeat whole (tokens estimated by length)."""
+    sentences = SENTENCE_END.split(unit.text)
+    picked: list[str] = []
+    for sentence in reversed(sentences[1:]):  # never the whole unit
+        if _estimate(unit, " ".join([sentence] + picked)) > overlap:
+            break
+        picked.insert(0, sentence)
+    if not picked:
+        return []
+    text = " ".join(picked)
+    return [_Unit(text, unit.sep, _estimate(unit, text))]
+
+
+def _estimate(unit: _Unit, part: str) -> int:
+    return math.ceil(unit.tokens * len(part) / max(1, len(unit.text)))
+
+
+# --- pieces -----------------------------------------------------------------------------------------
+def chunk_text(text: str, *, max_tokens: int = 512, overlap: int = 64, min_tokens: int = 16,
+               count: TokenCounter = approx_tokens, count_many: BatchCounter | None = None,
+               title: str = "") -> list[TextPiece]:
+    """Split Markdown-like text into pieces of at most `max_tokens` tokens (heading line included).
+
+    `count` counts one text, `count_many` (optional, faster) a batch. `title` stands in as the heading of
+    text before the first heading (a YAML front-matter `title:` does too). Heading-only sections produce no
+    piece of their own: their heading lives on in the path of the sections below them.
+
+    The chunk text starts with the heading path, less the document's title heading (a lone top-level
+    heading that opens the document) below it: every chunk of the document shares it, so it can't tell them
+    apart and only pulls their embeddings together. `TextPiece.heading` keeps the full path."""
+    counter = _batch_counter(count, count_many)
+    text, front_title = strip_front_matter(text.replace("\r\n", "\n"))
+    title = title or front_title
+    sections = split_sections(text)
+    root = _title_root(sections)
+    pieces: list[TextPiece] = []
+    for section in sections:
+        if section.body:
+            pieces.extend(_section_pieces(section, title, root, max_tokens, overlap, counter))
+    pieces = _merge_tiny(pieces, min_tokens, max_tokens)
+    return _enforce_cap(pieces, max_tokens, count)
+
+
+def _title_root(sections: list[Section]) -> str:
+    """The document's title heading: its first heading, when all other sections sit under it and no text
+    comes before it; "" otherwise."""
+    paths = [s.path for s in sections if s.path]
+    if not paths or any(p[0] != paths[0][0] for p in paths) or sum(len(p) == 1 for p in paths) > 1:
+        return ""
+    return paths[0][0] if all(s.path for s in sections if s.body) else ""
+
+
+def _section_pieces(section: Section, title: str, root: str, max_tokens: int, overlap: int,
+                    counter: BatchCounter) -> list[TextPiece]:
+    heading = section.heading or title
+    shown = section.path[1:] if root and len(section.path) > 1 and section.path[0] == root else section.path
+    header = (SEPARATOR.join(shown) or title)[:HEADING_CHARS]
+    header_tokens = counter([header])[0] + 1 if header else 0
+    budget = max(16, max_tokens - header_tokens)
+    units = _units(section.body, budget, counter)
+    pieces = []
+    for window in _windows(units, budget, min(overlap, budget // 2)):
+        body = _join(window)
+        text = f"{header}\n\n{body}" if header else body
+        pieces.append(TextPiece(text, heading, header_tokens + _size(window), _size(window)))
+    return pieces
+
+
+def _merge_tiny(pieces: list[TextPiece], min_tokens: int, max_tokens: int) -> list[TextPiece]:
+    """Fold pieces under `min_tokens` (heading line included) into a neighbour with room: forward into a
+    subsection of theirs (an intro line joins what it introduces), else backward, else forward."""
+    out: list[TextPiece] = []
+    carry: TextPiece | None = None
+    for i, piece in enumerate(pieces):
+        if carry is not None:
+            if _fits(carry, piece, max_tokens):
+                piece = _combine(carry, piece, heading=piece.heading)
+            else:
+                out.append(carry)
+            carry = None
+        if piece.tokens >= min_tokens:
+            out.append(piece)
+            continue
+        nxt = pieces[i + 1] if i + 1 < len(pieces) else None
+        introduces = nxt is not None and nxt.heading.startswith(piece.heading + SEPARATOR)
+        if introduces and _fits(piece, nxt, max_tokens):
+            carry = piece
+        elif out and _fits(out[-1], piece, max_tokens):
+            out[-1] = _combine(out[-1], piece, heading=out[-1].heading)
+        elif nxt is not None and _fits(piece, nxt, max_tokens):
+            carry = piece
+        else:
+            out.append(piece)
+    if carry is not None:
+        out.append(carry)
+    return out
+
+
+def _fits(a: TextPiece, b: TextPiece, max_tokens: int) -> bool:
+    return a.tokens + b.tokens + 1 <= max_tokens
+
+
+def _combine(a: TextPiece, b: TextPiece, heading: str) -> TextPiece:
+    return TextPiece(f"{a.text}\n\n{b.text}", heading, a.tokens + b.tokens + 1, a.body_tokens + b.body_tokens)
+
+
+def _enforce_cap(pieces: list[TextPiece], max_tokens: int, count: TokenCounter) -> list[TextPiece]:
+    """Re-count pieces whose estimate is near the cap; cut the rare one that overflows after all."""
+    out: list[TextPiece] = []
+    for piece in pieces:
+        if piece.tokens < 0.8 * max_tokens:
+            out.append(piece)
+            continue
+        exact = count(piece.text)
+        if exact <= max_tokens:
+            out.append(TextPiece(piece.text, piece.heading, exact, piece.body_tokens))
+            continue
+        size = max(1, len(piece.text) * max_tokens // (exact + 1) * 9 // 10)
+        for start in range(0, len(piece.text), size):
+            part = piece.text[start:start + size]
+            out.append(TextPiece(part, piece.heading, count(part), count(part)))
+    return out

@@ -194,3 +194,17 @@ def format_table(report: EvalReport) -> str:
     lines.append(f"\n{len(report.queries)} queries; reranker helped {len(report.helped)}, "
                  f"hurt {len(report.hurt)} (by nDCG@10)")
     return "\n".join(lines)
+
+
+def format_comparison(a: EvalReport, b: EvalReport, label_a: str = "A", label_b: str = "B") -> str:
+    """Instruction experiments: the same judged queries under two configurations, both stages."""
+    rows = [("metric", f"dense {label_a}", f"dense {label_b}", "Δ dense", f"reranked {label_a}",
+             f"reranked {label_b}", "Δ reranked")]
+    for m in a.metrics:
+        rows.append((m, f"{a.dense[m]:.3f}", f"{b.dense[m]:.3f}", f"{b.dense[m] - a.dense[m]:+.3f}",
+                     f"{a.reranked[m]:.3f}", f"{b.reranked[m]:.3f}", f"{b.reranked[m] - a.reranked[m]:+.3f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -89,17 +89,28 @@ class RAG:
         return self.rerank(dense, top_n, rerank_instruction, use_reranker)
 
     # --- ingestion --------------------------------------------------------------------------------
-    def add_texts(self, texts: Sequence[str], source: str, owner: str = SHARED_OWNER):
-        """Chunk, embed and store texts under one source name; returns an `IngestReport`."""
+    def add_texts(self, texts: Sequence[str], source: str, owner: str = SHARED_OWNER, progress=None):
+        """Chunk, embed and store texts as one document named `source`; returns an `IngestReport`.
+        Same (owner, source) again replaces that document; `progress(message, fraction)` is optional."""
         from .ingest import Ingestor
 
-        return Ingestor(self).add_texts(texts, source, owner=owner)
+        return Ingestor(self).add_texts(texts, source, owner=owner, progress=progress)
 
-    def ingest_paths(self, paths: Sequence[str | Path], owner: str = SHARED_OWNER, progress=None):
-        """Ingest files and folders (recursively); one bad file never stops the others."""
+    def ingest_paths(self, paths: Sequence[str | Path | tuple], owner: str = SHARED_OWNER, progress=None, *,
+                     names: Sequence[str | None] | None = None, limits=None):
+        """Ingest files, folders (recursively) and .zip archives; returns an `IngestReport` with one
+        `FileResult` per document (ok / skipped / failed + reason). One bad file never stops the others.
+
+        A document is identified by (owner, display name): re-adding it unchanged is a no-op, a changed
+        version replaces the old one. The display name defaults to the file name (for files found in a
+        folder: their path inside it). Uploads arriving as temp files pass their original name either as
+        a `(path, display_name)` item in `paths` or as `names=[...]` (one name or None per path).
+        `owner` is a session id for private uploads ("" = the shared knowledge base).
+        `progress(message, fraction)` is called per file and per embedding batch, fraction in 0..1.
+        `limits` (rag.loaders.IngestLimits) overrides the size limits (default: from RAG_MAX_* env)."""
         from .ingest import Ingestor
 
-        return Ingestor(self).ingest_paths(paths, owner=owner, progress=progress)
+        return Ingestor(self, limits=limits).ingest_paths(paths, owner=owner, progress=progress, names=names)
 
     def close(self) -> None:
         self.store.close()

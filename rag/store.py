@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -54,6 +55,7 @@ class Store:
         self.embedding_model = embedding_model
         self.client = client or make_client(uri, token)
         self._write_lock = threading.Lock()
+        self._swap = ReadWriteLock()  # searches share it; replace_document holds it alone
         self._open_or_create()
 
     # --- schema ---------------------------------------------------------------------------------
@@ -137,9 +139,10 @@ class Store:
     # --- reads ------------------------------------------------------------------------------------
     def search(self, vector: np.ndarray, top_k: int, owner: str | None = None) -> list[Hit]:
         """Nearest chunks by inner product; with `owner`, the shared base plus that owner's uploads."""
-        result = self.client.search(self.collection, data=[np.asarray(vector, dtype=np.float32).tolist()],
-                                    limit=top_k, output_fields=FIELDS[1:], filter=self._visible(owner),
-                                    search_params={"metric_type": "IP"})
+        with self._swap.reading():
+            result = self.client.search(self.collection, data=[np.asarray(vector, dtype=np.float32).tolist()],
+                                        limit=top_k, output_fields=FIELDS[1:], filter=self._visible(owner),
+                                        search_params={"metric_type": "IP"})
         return [Hit(self._chunk(h["id"], h["entity"]), float(h["distance"])) for h in result[0]]
 
     def chunk_ids(self, doc_id: str) -> list[int]:
@@ -176,6 +179,63 @@ class Store:
         except Exception:  # closing twice or after a failed open is harmless
             log.debug("close failed", exc_info=True)
 
+    # --- ingestion helpers (issue 3) ---------------------------------------------------------------
+    @classmethod
+    def open_existing(cls, uri: str, collection: str, *, token: str | None = None) -> "Store | None":
+        """Open a collection at its stored dimension without an embedder (for listing and deleting);
+        None when the collection does not exist yet."""
+        client = make_client(uri, token)
+        if not client.has_collection(collection):
+            client.close()
+            return None
+        info = client.describe_collection(collection)
+        dim = next(int(f["params"]["dim"]) for f in info["fields"] if f["name"] == "vector")
+        return cls(uri, collection, dim, client=client)
+
+    def replace_document(self, chunks: Sequence[Chunk], vectors: np.ndarray, stale_ids: Iterable[int]) -> int:
+        """Write a document's new chunks and drop its stale ones as one step for searches in this process:
+        they wait (milliseconds: the vectors are ready) and then see the old version or the new one."""
+        stale_ids = list(stale_ids)
+        with self._swap.writing():
+            written = self.upsert(chunks, vectors)
+            self.delete_ids(stale_ids)
+        return written
+
+    def chunk_positions(self, doc_id: str) -> dict[int, int]:
+        """Chunk id -> chunk_index for one document."""
+        return {int(r["id"]): int(r["chunk_index"])
+                for r in self._query(f"doc_id == {_quote(doc_id)}", ["id", "chunk_index"])}
+
+    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by chunk id (reused when a re-uploaded file keeps some chunks unchanged)."""
+        found: dict[int, np.ndarray] = {}
+        ids = [int(i) for i in ids]
+        for start in range(0, len(ids), 1000):
+            rows = self.client.get(self.collection, ids=ids[start:start + 1000], output_fields=["vector"])
+            found.update({int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows})
+        return found
+
+    def content_documents(self, hashes: Sequence[str], owner: str | None = None) -> dict[str, dict[str, str]]:
+        """Content hash -> {doc_id: source} of the documents visible to `owner` holding that content."""
+        found: dict[str, dict[str, str]] = defaultdict(dict)
+        hashes = list(dict.fromkeys(hashes))
+        for start in range(0, len(hashes), 500):
+            part = ", ".join(_quote(h) for h in hashes[start:start + 500])
+            for row in self._query(f"content_hash in [{part}] and ({self._visible(owner)})",
+                                   ["content_hash", "doc_id", "source"]):
+                found[row["content_hash"]][row["doc_id"]] = row["source"]
+        return dict(found)
+
+    def find_documents(self, ref: str, owner: str | None = None) -> list[DocumentInfo]:
+        """Documents whose id or file name is `ref` (None owner: any owner)."""
+        return [d for d in self.documents(owner) if ref in (d.doc_id, d.source)]
+
+    def has_documents(self, owner: str = SHARED_OWNER) -> bool:
+        """Whether anything is stored for `owner` (the shared knowledge base by default)."""
+        rows = self.client.query(self.collection, filter=f"owner == {_quote(owner)}", output_fields=["id"],
+                                 limit=1)
+        return bool(rows)
+
     # --- helpers ----------------------------------------------------------------------------------
     @staticmethod
     def _visible(owner: str | None) -> str:
@@ -200,6 +260,41 @@ class Store:
         return Chunk(text=row["text"], source=row["source"], chunk_index=row["chunk_index"],
                      heading=row.get("heading", ""), owner=row["owner"], doc_id=row["doc_id"],
                      content_hash=row["content_hash"], id=int(chunk_id))
+
+
+class ReadWriteLock:
+    """Many readers or one writer. Searches read; a document replacement writes, so no search in this
+    process sees a document half-replaced (old and new chunks together, or neither)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+
+    @contextmanager
+    def reading(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def writing(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing)
+            self._writing = True  # new readers wait from here on
+            self._cond.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
 
 
 def _clip(text: str, limit: int) -> str:
