@@ -151,7 +151,6 @@ COMMANDS: dict[str, Command | str] = {
     "list": Command("list documents with their chunk counts", _list_arguments, _list),
     "delete": Command("delete one document (all its chunks)", _delete_arguments, _delete),
     "eval": "rag.eval_cli:COMMAND",
-    "eval": "rag.eval_cli:COMMAND",
 }
 
 
