@@ -2,6 +2,8 @@
 
 Queries carry the instruction prompt `Instruct: {task}\\nQuery:{query}`; documents carry none. Matryoshka
 sizes truncate the full vector first and renormalise after, so inner product stays cosine.
+Documents are sorted by length across the whole call (not only within sentence-transformers' own call) so each
+batch pads little; `dtype="int8"` quantises the Linear layers of a model this class loads.
 """
 from __future__ import annotations
 
@@ -55,11 +57,12 @@ class SentenceTransformerEmbedder:
     def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", *, dim: int | None = None,
                  device: str = "auto", dtype: str = "auto", batch_size: int = 16,
                  max_tokens: int = 1024, query_cache_size: int = 256, model=None):
-        from .devices import resolve_device, resolve_dtype
+        from .devices import resolve_device, resolve_precision
 
         self.model_name = model_name
         self.device = resolve_device(device)
-        self.torch_dtype = resolve_dtype(dtype, self.device)
+        self.precision = resolve_precision(dtype, self.device)
+        self.torch_dtype = self.precision.dtype
         self.batch_size = batch_size
         self.model = model or self._load(model_name, max_tokens)
         self.full_dim = int(self.model.get_embedding_dimension())
@@ -77,11 +80,15 @@ class SentenceTransformerEmbedder:
     def _load(self, model_name: str, max_tokens: int):
         from sentence_transformers import SentenceTransformer
 
-        log.info("loading embedding model %s on %s (%s)", model_name, self.device, self.torch_dtype)
+        log.info("loading embedding model %s on %s (%s)", model_name, self.device, self.precision.name)
         model = SentenceTransformer(model_name, device=self.device,
                                     model_kwargs={"dtype": self.torch_dtype},
                                     processor_kwargs={"padding_side": "left"})
         model.max_seq_length = min(max_tokens, model.max_seq_length or max_tokens)
+        if self.precision.int8:
+            from .devices import quantize_linears
+
+            quantize_linears(model)
         return model.eval()
 
     @property
@@ -101,17 +108,19 @@ class SentenceTransformerEmbedder:
         return truncate_and_normalise(vectors.astype(np.float32), self.dim)
 
     def embed_documents(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
-        """Embed in length-sorted batches (sentence-transformers sorts within a call); report per batch."""
+        """Embed in batches of similar length, longest first; report progress every few batches."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # characters: cheap proxy for tokens
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         step = self.batch_size * 4
-        parts = []
-        for start in range(0, len(texts), step):
-            parts.append(self._encode(texts[start:start + step], prompt=None))
+        for start in range(0, len(order), step):
+            part = order[start:start + step]
+            out[part] = self._encode([texts[i] for i in part], prompt=None)
             if progress:
                 progress(min(start + step, len(texts)), len(texts))
-        return np.concatenate(parts)
+        return out
 
     def query_prompt(self, instruction: str | None) -> str | None:
         if self.instruction_aware:

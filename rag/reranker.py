@@ -2,7 +2,10 @@
 
 `Reranker.score` is the whole contract. The implementation computes only what the score needs: the hidden
 state of the last position, projected onto the two LM-head rows for "no" and "yes" (not 151k logits at
-every position), in length-sorted batches so short documents are not padded to the longest one.
+every position), in length-sorted batches so short documents are not padded to the longest one. The tokens
+every pair shares (system prompt + instruction + query) run once per call; each document's tokens then run on
+their KV cache (rag/prefix_cache.py). Token ids are those of the reference tokenisation of the whole pair, so
+the split never changes what the model sees.
 """
 from __future__ import annotations
 
@@ -28,17 +31,27 @@ class Reranker(Protocol):
 
 
 class Qwen3Reranker:
-    """`Reranker` over a Qwen3 causal LM (Qwen/Qwen3-Reranker-0.6B by default)."""
+    """`Reranker` over a Qwen3 causal LM (Qwen/Qwen3-Reranker-0.6B by default).
+
+    `dtype="int8"` quantises the Linear layers of a model this class loads (an injected `model` is used as is).
+    `prefix_cache=False` scores every pair with one full pass, as the reference does (for comparison).
+    `batch_tokens` caps padded tokens per batch; on CPU (default 512) one pair of a few hundred tokens already
+    keeps the matmuls busy and larger batches measured ~2x slower (docs/benchmarks.md).
+    """
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, device: str = "auto",
-                 dtype: str = "auto", batch_size: int = 8, max_tokens: int = 1024, model=None, tokenizer=None):
-        from .devices import resolve_device, resolve_dtype
+                 dtype: str = "auto", batch_size: int = 8, max_tokens: int = 1024, prefix_cache: bool = True,
+                 batch_tokens: int | None = None, model=None, tokenizer=None):
+        from .devices import resolve_device, resolve_precision
 
         self.model_name = model_name
         self.device = resolve_device(device)
-        self.torch_dtype = resolve_dtype(dtype, self.device)
+        self.precision = resolve_precision(dtype, self.device)
+        self.torch_dtype = self.precision.dtype
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens or (512 if self.device == "cpu" else 1 << 30)
         self.max_tokens = max_tokens
+        self.prefix_cache = prefix_cache
         self.tokenizer = tokenizer or self._load_tokenizer(model_name)
         self.model = model or self._load_model(model_name)
         self.prefix_ids = self.tokenizer.encode(PREFIX, add_special_tokens=False)
@@ -46,6 +59,10 @@ class Qwen3Reranker:
         self.yes_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.no_id = self.tokenizer.convert_tokens_to_ids("no")
         self._yes_no_rows = self._lm_head_rows()
+        if model is None and self.precision.int8:
+            from .devices import quantize_linears
+
+            quantize_linears(self.model.model)  # the decoder only: the LM head is read as two fp32 rows
         self._lock = threading.Lock()
 
     @staticmethod
@@ -57,7 +74,7 @@ class Qwen3Reranker:
     def _load_model(self, model_name: str):
         from transformers import AutoModelForCausalLM
 
-        log.info("loading reranker %s on %s (%s)", model_name, self.device, self.torch_dtype)
+        log.info("loading reranker %s on %s (%s)", model_name, self.device, self.precision.name)
         model = AutoModelForCausalLM.from_pretrained(model_name, dtype=self.torch_dtype)
         return model.to(self.device).eval()
 
@@ -77,26 +94,73 @@ class Qwen3Reranker:
                                 add_special_tokens=False, truncation=True, max_length=budget)["input_ids"]
         return [self.prefix_ids + body + self.suffix_ids for body in bodies]
 
+    def shared_head(self, query: str, instruction: str | None) -> list[int]:
+        """The ids every pair of this query starts with, if its tokenisation splits there (checked per pair)."""
+        shared = format_pair(query, "", instruction)[:-len("<Document>: ")]
+        return self.prefix_ids + self.tokenizer.encode(shared, add_special_tokens=False)
+
     def score(self, query: str, documents: Sequence[str], instruction: str | None = None) -> list[float]:
         if not documents:
             return []
         sequences = self.encode_pairs(query, documents, instruction)
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        head = self.shared_head(query, instruction) if self.prefix_cache else []
+        # A pair takes the cached path only when its reference ids really start with the head's ids (a BPE merge
+        # across the boundary or truncation into the query would break that) and leave a non-empty tail.
+        cached = [i for i, s in enumerate(sequences)
+                  if head and len(s) > len(head) and s[:len(head)] == head]
+        full = sorted(set(range(len(sequences))) - set(cached), key=lambda i: len(sequences[i]))
+        cached.sort(key=lambda i: len(sequences[i]))
         scores = [0.0] * len(sequences)
-        with self._lock:
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
-                for i, s in zip(batch, self._score_batch([sequences[i] for i in batch])):
-                    scores[i] = s
+        with self._lock, _inference():
+            if cached:
+                from .prefix_cache import encode_head
+
+                head_kv = encode_head(self.model.model, head)
+                tail_lengths = [len(sequences[i]) - len(head) for i in cached]
+                for batch in _batches(cached, tail_lengths, self.batch_size, self.batch_tokens):
+                    tails = [sequences[i][len(head):] for i in batch]
+                    self._fill(scores, batch, self._last_hidden_cached(head_kv, tails))
+            for batch in _batches(full, [len(sequences[i]) for i in full], self.batch_size, self.batch_tokens):
+                self._fill(scores, batch, self._last_hidden([sequences[i] for i in batch]))
         return scores
 
-    def _score_batch(self, sequences: list[list[int]]) -> list[float]:
+    def _fill(self, scores: list[float], batch: list[int], hidden) -> None:
         import torch
 
+        weight, bias = self._yes_no_rows
+        logits = hidden.float() @ weight.T + bias  # columns: no, yes
+        for i, s in zip(batch, torch.softmax(logits, dim=-1)[:, 1].tolist()):
+            scores[i] = s
+
+    def _last_hidden_cached(self, head_kv, tails: list[list[int]]):
+        from .prefix_cache import last_hidden_after_head
+
+        return last_hidden_after_head(self.model.model, head_kv, tails, self.tokenizer.pad_token_id or 0)
+
+    def _last_hidden(self, sequences: list[list[int]]):
+        """One left-padded full pass: the last position is every row's last real token."""
         inputs = self.tokenizer.pad({"input_ids": sequences}, padding=True, return_tensors="pt")
         inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        with torch.inference_mode():
-            hidden = self.model.model(**inputs).last_hidden_state[:, -1, :].float()
-            weight, bias = self._yes_no_rows
-            logits = hidden @ weight.T + bias  # columns: no, yes
-            return torch.softmax(logits, dim=-1)[:, 1].tolist()
+        return self.model.model(**inputs).last_hidden_state[:, -1, :]
+
+
+def _batches(items: list[int], lengths: list[int], size: int, max_tokens: int = 1 << 30, max_waste: float = 0.1):
+    """Consecutive runs of length-sorted `items`: at most `size` rows and `max_tokens` padded tokens, closed
+    before padding would exceed `max_waste` of the run's tokens (padding is pure loss)."""
+    batch: list[int] = []
+    real = 0
+    for item, length in zip(items, lengths):
+        padded = (len(batch) + 1) * length
+        if batch and (len(batch) >= size or padded > max_tokens or padded * (1 - max_waste) > real + length):
+            yield batch
+            batch, real = [], 0
+        batch.append(item)
+        real += length
+    if batch:
+        yield batch
+
+
+def _inference():
+    import torch
+
+    return torch.inference_mode()

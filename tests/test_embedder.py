@@ -71,3 +71,26 @@ def test_progress_reports_every_batch(tiny_embedder):
     seen = []
     tiny_embedder.embed_documents([f"text {i}" for i in range(150)], progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (150, 150) and len(seen) >= 2
+
+
+def test_length_sorted_batches_come_back_in_input_order(tiny_embedder_path, tiny_embedder, reference):
+    texts = [("word " * n).strip() for n in (3, 40, 1, 17, 60, 8, 2, 33, 5)] * 3
+    small = SentenceTransformerEmbedder(str(tiny_embedder_path), device="cpu", dtype="fp32", batch_size=2,
+                                        model=tiny_embedder.model)
+    ours = small.embed_documents(texts)
+    one_by_one = np.concatenate([reference.embed([t]).numpy() for t in texts[:9]])
+    assert _cosines(ours[:9], one_by_one).min() >= 0.9999
+    assert np.allclose(ours[:9], ours[9:18], atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,min_cosine", [("bf16", 0.999), ("int8", 0.99)])
+def test_reduced_precision_stays_close_to_fp32_reference(tiny_embedder_path, reference, dtype, min_cosine):
+    """bf16 and int8 (quantised Linear layers) against the fp32 reference: cosine per text (tiny model: bf16
+    ~0.9999, int8 ~0.996; the bench measures the 0.6B shape)."""
+    emb = SentenceTransformerEmbedder(str(tiny_embedder_path), device="cpu", dtype=dtype)
+    assert emb.precision.name == ("int8" if dtype == "int8" else "bfloat16")
+    assert _cosines(emb.embed_documents(TEXTS), reference.embed(TEXTS).numpy()).min() >= min_cosine
+    task = "Given a question about baking, find the recipe that answers it"
+    q = emb.embed_query("how do I feed a starter?", instruction=task)
+    assert float(q @ reference.embed([get_detailed_instruct(task, "how do I feed a starter?")]).numpy()[0]) \
+        >= min_cosine
