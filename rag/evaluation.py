@@ -58,6 +58,7 @@ class EvalReport:
     queries: list[QueryResult] = field(default_factory=list)
     dense: dict[str, float] = field(default_factory=dict)
     reranked: dict[str, float] = field(default_factory=dict)
+    excluded: list[str] = field(default_factory=list)  # queries judged with nothing relevant
 
     @property
     def delta(self) -> dict[str, float]:
@@ -73,7 +74,8 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         return {"metrics": self.metrics, "dense": self.dense, "reranked": self.reranked, "delta": self.delta,
-                "queries": [asdict(q) | {"delta_ndcg@10": q.delta} for q in self.queries]}
+                "queries": [asdict(q) | {"delta_ndcg@10": q.delta} for q in self.queries],
+                "excluded": self.excluded}
 
 
 # --- judgments ------------------------------------------------------------------------------------------
@@ -152,6 +154,10 @@ def evaluate_retrievals(pairs: Iterable[tuple[Judgment, Retrieval]], top_n: int 
     report = EvalReport(metrics=names)
     per_stage: dict[str, dict[str, dict]] = {s: {} for s in STAGES}
     qrels: dict[str, dict] = {}
+    pairs = list(pairs)
+    # trec_eval ignores queries without a relevant item; say so instead of averaging in a silent zero.
+    report.excluded = [j.query for j, _ in pairs if not any(r.grade > 0 for r in j.relevant)]
+    pairs = [(j, r) for j, r in pairs if any(x.grade > 0 for x in j.relevant)]
     for n, (judgment, retrieval) in enumerate(pairs):
         qid = f"q{n}"
         for stage, ranking in rankings(retrieval).items():
@@ -191,6 +197,8 @@ def format_table(report: EvalReport) -> str:
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
              for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if report.excluded:
+        lines.append(f"\n{len(report.excluded)} queries excluded: no relevant item (grade > 0) judged")
     lines.append(f"\n{len(report.queries)} queries; reranker helped {len(report.helped)}, "
                  f"hurt {len(report.hurt)} (by nDCG@10)")
     return "\n".join(lines)

@@ -79,3 +79,12 @@ def test_evaluate_runs_the_pipeline_and_formats_a_table(tiny_rag, corpus_path):
     assert len(report.queries) == 2 and "nDCG@10" in table and "reranked" in table
     assert all(0.0 <= v <= 1.0 for q in report.queries for v in q.dense.values())
     assert report.dense["Recall@5"] == report.reranked["Recall@5"]  # same candidates, other order
+
+
+def test_queries_with_nothing_relevant_are_excluded_not_zeroed():
+    judged = (Judgment("g", [Relevant("a.md")]), _retrieval(["x", "a"], ["a", "x"]))
+    nothing = (Judgment("none", [Relevant("a.md", 0)]), _retrieval(["a", "x"], ["x", "a"]))
+    report = evaluate_retrievals([judged, nothing], top_n=1, top_k=2)
+    assert report.excluded == ["none"] and [q.query for q in report.queries] == ["g"]
+    assert report.reranked["MRR@10"] == pytest.approx(1.0)
+    assert "1 queries excluded" in format_table(report)
