@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shared-uploads", action="store_true", default=None,
                    help="uploads are visible to every session and persist (default: private per session)")
     p.add_argument("--no-default-kb", action="store_true", help="don't load the default knowledge base")
+    p.add_argument("--judgments-file", metavar="PATH", help="also save passage grades from the app to this "
+                   "JSONL file (the format `python -m rag eval` reads)")
     p.add_argument("--mcp", action="store_true", help="also serve the API as MCP tools (needs gradio[mcp])")
     p.add_argument("--host", help="interface to bind (GRADIO_SERVER_NAME; 0.0.0.0 on Spaces, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (GRADIO_SERVER_PORT or PORT; default 7860)")
@@ -76,13 +78,13 @@ def load_knowledge_base(rag: RAG) -> str:
     return f"{info.name} ({info.origin})"
 
 
-def create_app(settings: Settings, default_kb: bool = True):
+def create_app(settings: Settings, default_kb: bool = True, judgments_file: str | None = None):
     """Load the models and the collection once, then build the page over them."""
     from rag.ui import build_app
 
     rag = RAG(settings)
     knowledge_base = load_knowledge_base(rag) if default_kb else ""
-    return build_app(rag, settings, knowledge_base=knowledge_base), rag
+    return build_app(rag, settings, knowledge_base=knowledge_base, judgments_file=judgments_file), rag
 
 
 def check_mcp() -> None:
@@ -101,12 +103,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from_args(args)
     host, port = server_address(args)
     try:
-        demo, _ = create_app(settings, default_kb=not args.no_default_kb)
+        demo, _ = create_app(settings, default_kb=not args.no_default_kb, judgments_file=args.judgments_file)
     except StoreError as exc:  # e.g. a dimension mismatch: the message says what to change
         raise SystemExit(f"error: {exc}") from None
     from rag.ui import launch_options
+    from rag.ui.serving import queue_options
 
-    demo.queue().launch(server_name=host, server_port=port, mcp_server=True if args.mcp else None,
+    demo.queue(**queue_options()).launch(server_name=host, server_port=port, mcp_server=True if args.mcp else None,
                         max_file_size=MAX_UPLOAD, **launch_options())
 
 

@@ -31,17 +31,38 @@ class DimensionMismatchError(StoreError):
     pass
 
 
+CONNECT_ATTEMPTS = 3  # a Milvus server that is still starting (docker compose up) gets a few more seconds
+CONNECT_RETRY_DELAY = 2.0  # seconds between attempts; unreachable fails in ~10 s (attempts fail in ~1.5 s)
+
+
 def make_client(uri: str, token: str | None = None, timeout: float | None = 30.0):
+    """A `MilvusClient`. A server URI is tried `CONNECT_ATTEMPTS` times; a local Milvus Lite path once (its
+    LOCK is an flock, released by the kernel even when the holder was SIGKILLed, so a held lock means a
+    live process still has the database open)."""
+    import time
+
     from pymilvus import MilvusClient
 
-    if not uri.startswith(("http://", "https://", "tcp://", "unix:")):
+    remote = uri.startswith(("http://", "https://", "tcp://", "unix:"))
+    if not remote:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
-    except Exception as exc:  # the client raises several types for "can't reach / can't open"
-        raise StoreError(f"Could not open Milvus at {uri!r}: {exc}. For a local file, check that no other "
-                         "process holds it (Milvus Lite locks the database); for a server, check the URI, "
-                         "the token and that the server is running.") from exc
+    attempts = CONNECT_ATTEMPTS if remote else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+        except Exception as exc:  # the client raises several types for "can't reach / can't open"
+            error = exc
+            if attempt < attempts:
+                log.warning("Milvus at %s not reachable (attempt %d/%d): %s; retrying in %.0f s", uri, attempt,
+                            attempts, exc, CONNECT_RETRY_DELAY)
+                time.sleep(CONNECT_RETRY_DELAY)
+    if remote:
+        raise StoreError(f"Could not reach Milvus at {uri!r} after {attempts} attempts: {error}. Check the URI "
+                         "(--db / RAG_MILVUS_URI), the token (RAG_MILVUS_TOKEN) and that the server is "
+                         "running.") from error
+    raise StoreError(f"Could not open Milvus Lite at {uri!r}: {error}. Check that no other process holds it "
+                     "(Milvus Lite locks the database: stop the other app or CLI using this data directory, "
+                     "or use another --db path).") from error
 
 
 def _quote(value: str) -> str:

@@ -45,16 +45,16 @@ def test_ask_endpoint_answers_with_citations(client):
     assert result["citations"][0]["number"] == 1 and result["citations"][0]["source"] == "corpus.md"
 
 
-def test_only_retrieve_and_ask_are_public(client):
+def test_only_retrieve_ask_and_upload_are_public(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/retrieve", "/ask"}
+    assert names == {"/retrieve", "/ask", "/upload"}  # /upload: shared KB, only with --shared-uploads
 
 
 def test_mcp_server_offers_retrieve_and_ask_as_tools(client):
     import httpx
 
     tools = httpx.get(client.src.rstrip("/") + "/gradio_api/mcp/schema", timeout=10).json()
-    assert {t["name"] for t in tools} == {"retrieve", "ask"}
+    assert {t["name"] for t in tools} == {"retrieve", "ask", "api_upload"}  # api_upload: --shared-uploads only
     retrieve = next(t for t in tools if t["name"] == "retrieve")
     assert retrieve["inputSchema"]["required"] == ["query"] and "reranker" in retrieve["description"]
 

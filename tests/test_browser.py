@@ -4,6 +4,7 @@ One app and one browser per module; each test gets its own browser context (= it
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -197,3 +198,20 @@ def test_clear_button_resets_chat_and_panels(new_page):
     expect(page.locator("#rag-chat")).not_to_contain_text("Sources:")
     expect(page.locator("#rag-candidates [role=gridcell]")).to_have_count(0)
     expect(page.locator("#rag-cards")).to_contain_text("appear here after a question")
+
+
+def test_grade_a_passage_see_it_evaluated_and_download_the_trace(new_page):
+    page = new_page()
+    ask(page, "volcano")
+    page.locator("#rag-candidates [role=gridcell][data-row='0'][data-col='7']").click()
+    expect(page.locator("#rag-grade-status")).to_contain_text("Grading row 1")
+    page.locator("#rag-grade").get_by_text("Relevant (2)", exact=True).click()
+    expect(page.locator("#rag-grade-status")).to_contain_text("Recorded")
+    with page.expect_download() as download:
+        page.click("#rag-trace")
+    trace = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
+    assert trace["query"] == "volcano" and trace["answer"] == REPLY and "generate" in trace["timings"]
+    page.get_by_role("tab", name="Evaluate").click()
+    expect(page.locator("#rag-eval-summary")).to_contain_text("1 judged question(s)")
+    expect(page.locator("#rag-eval-metrics")).to_contain_text("nDCG@10")
+    expect(page.locator("#rag-eval-queries")).to_contain_text("volcano")

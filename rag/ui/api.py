@@ -1,10 +1,15 @@
 """JSON-friendly results for the named API endpoints (`/retrieve`, `/ask`) and the MCP tools."""
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
+
 from ..answer import Answerer
 from ..pipeline import RAG
 from ..types import Candidate, Retrieval
 from .service import QueryOptions, final_step, run_turn
+
+log = logging.getLogger(__name__)
 
 
 def candidate_dict(c: Candidate) -> dict:
@@ -42,6 +47,25 @@ def ask_json(rag: RAG, answerer: Answerer, question: str, options: QueryOptions)
             "retrieval": retrieval_dict(step.retrieval, step.timings)}
 
 
+@contextmanager
+def _clear_errors():
+    """API callers get a message, never a generic "the app raised an exception" or a traceback: our own
+    errors (an empty query, a store problem) as they are, anything else as a pointer to the server log."""
+    import gradio as gr
+
+    from ..store import StoreError
+
+    try:
+        yield
+    except gr.Error:
+        raise
+    except (ValueError, StoreError) as exc:
+        raise gr.Error(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - the log gets the traceback
+        log.exception("API request failed")
+        raise gr.Error(f"Something went wrong ({type(exc).__name__}); see the server log.") from None
+
+
 def register_api(rag: RAG, answerer: Answerer, settings) -> None:
     """Named endpoints `/retrieve` and `/ask` (gradio_client, REST, and MCP tools with `--mcp`).
 
@@ -64,7 +88,8 @@ def register_api(rag: RAG, answerer: Answerer, settings) -> None:
         """
         options = QueryOptions.from_settings(settings, top_k=top_k, top_n=top_n,
                                              use_reranker=use_reranker and rag.reranker is not None)
-        return retrieve_json(rag, query, options)
+        with _clear_errors():
+            return retrieve_json(rag, query or "", options)
 
     def ask(question: str, top_k: int = settings.top_k, top_n: int = settings.top_n,
             use_reranker: bool = True) -> dict:
@@ -82,7 +107,10 @@ def register_api(rag: RAG, answerer: Answerer, settings) -> None:
         """
         options = QueryOptions.from_settings(settings, top_k=top_k, top_n=top_n,
                                              use_reranker=use_reranker and rag.reranker is not None)
-        return ask_json(rag, answerer, question, options)
+        with _clear_errors():
+            return ask_json(rag, answerer, question or "", options)
 
-    gr.api(retrieve, api_name="retrieve")
-    gr.api(ask, api_name="ask")
+    from .serving import CHAT
+
+    gr.api(retrieve, api_name="retrieve", **CHAT)
+    gr.api(ask, api_name="ask", **CHAT)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..answer import Answerer
 from ..pipeline import RAG
+from ..session_eval import TurnRecord
 from ..settings import Settings
 from ..store import StoreError
 from ..types import SHARED_OWNER
@@ -54,7 +55,8 @@ def _with_reply(chat: list[dict], content: str) -> list[dict]:
 
 class ChatHandlers:
     """Ask, re-run, clear and inspect. Outputs of ask/re-run, in order:
-    chatbot, textbox, table, plot, timings, passage cards, candidates state, last-question state."""
+    chatbot, textbox, table, plot, timings, passage cards, candidates state, last-question state, turn record
+    (a `rag.session_eval.TurnRecord` once the retrieval is final; None while a new question starts)."""
 
     def __init__(self, rag: RAG, settings: Settings, answerer: Answerer):
         self.rag, self.settings, self.answerer = rag, settings, answerer
@@ -72,7 +74,7 @@ class ChatHandlers:
         question = (message or "").strip()
         if not question:
             gr.Warning("Type a question first.")
-            yield (gr.skip(),) * 8
+            yield (gr.skip(),) * 9
             return
         options = self.options(top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
                                temperature)
@@ -85,7 +87,7 @@ class ChatHandlers:
         """Ask the last question again with the current settings, as a new turn to compare with."""
         if not last:
             gr.Warning("Ask a question first; then change the settings and re-run it to compare.")
-            yield (gr.skip(),) * 8
+            yield (gr.skip(),) * 9
             return
         options = self.options(top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
                                temperature)
@@ -101,18 +103,19 @@ class ChatHandlers:
         turn = sum(1 for m in history if m.get("role") == "assistant") + 1
         chat = history + [{"role": "user", "content": label}, {"role": "assistant", "content": SEARCHING}]
         last = {"question": question, "context": len(context)}
-        yield chat, "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), last
+        yield chat, "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), last, None  # None: turn record
         try:
             for step in run_turn(self.rag, self.answerer, question, fmt.strip_sources(context), options, owner):
                 view = self._view(step, options, turn, chat)
-                yield view + (last,)
+                record = TurnRecord.settled(step, question, fmt.strip_sources(context), options)
+                yield view + (last, gr.skip() if record is None else record)
                 if step.stage == DENSE and not step.retrieval.candidates:
                     return
         except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
             log.exception("answering %r failed", question)
             message = friendly_error(exc)
             gr.Warning(message)
-            yield (_with_reply(chat, "⚠ " + safe_markdown(message)),) + (gr.skip(),) * 6 + (last,)
+            yield (_with_reply(chat, "⚠ " + safe_markdown(message)),) + (gr.skip(),) * 6 + (last, gr.skip())
 
     def _view(self, step: TurnStep, options: QueryOptions, turn: int, chat: list[dict]) -> tuple:
         """chatbot, textbox, table, plot, timings, cards, candidates state for one step of the turn."""
@@ -179,6 +182,27 @@ class KnowledgeHandlers:
             return (gr.skip(),) + self.refresh(request) + (None,)
         self._notify(report)
         return (self.report_table(report),) + self.refresh(request) + (None,)
+
+    def api_upload(self, files: list[Any] | None, progress=gr.Progress()) -> dict:
+        """The named `/upload` endpoint. An API caller has no browser session that could own (and, when it
+        ends, remove) private uploads, so API uploads go to the shared knowledge base — and only when the
+        app runs with --shared-uploads; otherwise they are refused. Returns the per-file report."""
+        if not self.settings.shared_uploads:
+            raise gr.Error("Uploads through the API go to the shared knowledge base, and this app keeps "
+                           "uploads private (start it with --shared-uploads to allow them). Use the "
+                           "Knowledge tab in the browser for a private upload.")
+        paths = [getattr(f, "name", f) for f in files or []]
+        if not paths:
+            raise gr.Error("No files were sent: pass one or more files.")
+        try:
+            report = self.rag.ingest_paths(paths, owner=SHARED_OWNER, names=[Path(p).name for p in paths],
+                                           progress=lambda message, fraction: progress(fraction, desc=message))
+        except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
+            log.exception("API upload failed")
+            raise gr.Error(f"Upload failed: {friendly_error(exc)}") from None
+        return {"chunks": report.chunks, "summary": report.summary(),
+                "files": [{"source": f.source, "status": f.status, "chunks": f.chunks, "reason": f.reason}
+                          for f in report.files]}
 
     @staticmethod
     def _notify(report) -> None:

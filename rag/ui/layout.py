@@ -12,7 +12,9 @@ from ..settings import Settings
 from . import formatting as fmt
 from .api import register_api
 from .assets import CITATION_SCRIPT
+from .evaluate import EvaluateHandlers, evaluate_tab, passage_controls, wire as wire_evaluate
 from .handlers import DOCUMENT_HEADERS, REPORT_HEADERS, ChatHandlers, KnowledgeHandlers
+from .serving import CHAT, INGEST
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +38,15 @@ def upload_types() -> list[str]:
 
 
 def build_app(rag: RAG, settings: Settings | None = None, answerer: Answerer | None = None, *,
-              knowledge_base: str = "", examples: list[str] | None = None) -> gr.Blocks:
-    """The Gradio app over one loaded `RAG` (models and collection stay loaded across sessions)."""
+              knowledge_base: str = "", examples: list[str] | None = None,
+              judgments_file: str | None = None) -> gr.Blocks:
+    """The Gradio app over one loaded `RAG` (models and collection stay loaded across sessions).
+    `judgments_file`: a JSONL file the passage grades also go to (the format `python -m rag eval` reads)."""
     settings = settings or rag.settings
     answerer = answerer or Answerer(settings)
     chat = ChatHandlers(rag, settings, answerer)
     knowledge = KnowledgeHandlers(rag, settings, knowledge_base)
+    evaluation = EvaluateHandlers(rag, settings, answerer, judgments_file)
     with gr.Blocks(title="RAG chat · Qwen3 + Milvus") as demo:
         gr.Markdown("## RAG chat — see what the retriever found, and how the reranker reordered it")
         with gr.Tabs():
@@ -49,9 +54,12 @@ def build_app(rag: RAG, settings: Settings | None = None, answerer: Answerer | N
                 ui = _chat_tab(rag, settings, answerer, examples or EXAMPLE_QUESTIONS)
             with gr.Tab("Knowledge", id="knowledge") as knowledge_tab:
                 kb = _knowledge_tab()
+            with gr.Tab("Evaluate", id="evaluate") as eval_tab:
+                ev = evaluate_tab()
         register_api(rag, answerer, settings)  # first: the public names /retrieve and /ask are taken here
         _wire_chat(ui, chat)
         _wire_knowledge(demo, kb, knowledge, knowledge_tab)
+        wire_evaluate(ui, ev, evaluation, eval_tab)
         demo.load(None, js=CITATION_SCRIPT)
     return demo
 
@@ -122,6 +130,7 @@ def _inspection_panel(ui: SimpleNamespace) -> None:
     ui.plot = gr.Plot(label="Embedding rank → reranker rank", show_label=False, elem_id="rag-plot", format="png")
     ui.full_text = gr.Textbox(label="Full passage text", lines=6, max_lines=16, interactive=False,
                               elem_id="rag-full-text", placeholder="Select a row of the table.")
+    passage_controls(ui)  # grade the selected row; download the question's trace
     with gr.Accordion("Passages sent to the LLM (the answer cites them as [n])", open=True):
         ui.cards = gr.HTML(fmt.passage_cards(None, 0), elem_id="rag-cards")
 
@@ -130,12 +139,12 @@ def _wire_chat(ui: SimpleNamespace, chat: ChatHandlers) -> None:
     knobs = [ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction, ui.rerank_instruction, ui.llm_model,
              ui.temperature]
     outputs = [ui.chatbot, ui.question, ui.table, ui.plot, ui.timings, ui.cards, ui.candidates, ui.last]
-    ask = dict(fn=chat.ask, inputs=[ui.question, ui.chatbot, *knobs], outputs=outputs,
-               api_visibility="private", show_progress="hidden")
+    ask = dict(fn=chat.ask, inputs=[ui.question, ui.chatbot, *knobs], outputs=outputs + [ui.turn],
+               api_visibility="private", show_progress="hidden", **CHAT)
     ui.question.submit(**ask, api_name="chat_submit")
     ui.ask.click(**ask, api_name="chat_ask")
-    ui.rerun.click(chat.rerun, [ui.last, ui.chatbot, *knobs], outputs, api_visibility="private",
-                   show_progress="hidden")
+    ui.rerun.click(chat.rerun, [ui.last, ui.chatbot, *knobs], outputs + [ui.turn], api_visibility="private",
+                   show_progress="hidden", **CHAT)
     ui.clear.click(chat.clear, None, outputs + [ui.full_text], api_visibility="private")
     ui.chatbot.clear(chat.clear, None, outputs + [ui.full_text], api_visibility="private")
     ui.table.select(chat.show_passage, [ui.candidates], [ui.full_text], api_visibility="private")
@@ -158,12 +167,19 @@ def _knowledge_tab() -> SimpleNamespace:
                 kb.choice = gr.Dropdown(choices=[], label="Delete one of your uploads", scale=3,
                                         elem_id="rag-delete-choice")
                 kb.delete = gr.Button("Delete", variant="stop", scale=1, elem_id="rag-delete")
+    with gr.Row(visible=False):  # the named /upload endpoint (gradio_client); not part of the page
+        kb.api_files = gr.File(file_count="multiple")  # no type filter: the report says per file why not
+        kb.api_add = gr.Button()
+        kb.api_report = gr.JSON()
     return kb
 
 
 def _wire_knowledge(demo: gr.Blocks, kb: SimpleNamespace, knowledge: KnowledgeHandlers, tab) -> None:
     listing = [kb.documents, kb.choice, kb.summary]
-    kb.add.click(knowledge.upload, [kb.files], [kb.report, *listing, kb.files], api_visibility="private")
+    # first: the public name /upload is taken here (the private handler below is also called "upload")
+    kb.api_add.click(knowledge.api_upload, [kb.api_files], [kb.api_report], api_name="upload", **INGEST)
+    kb.add.click(knowledge.upload, [kb.files], [kb.report, *listing, kb.files], api_visibility="private",
+                 **INGEST)
     kb.delete.click(knowledge.delete, [kb.choice], listing, api_visibility="private")
     tab.select(knowledge.refresh, None, listing, api_visibility="private")
     demo.load(knowledge.refresh, None, listing, api_visibility="private")
