@@ -11,6 +11,7 @@ import os
 from typing import Mapping, Sequence
 
 from rag import RAG, Settings
+from rag.errors import ModelLoadError
 from rag.store import StoreError
 
 log = logging.getLogger("app")
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     host, port = server_address(args)
     try:
         demo, _ = create_app(settings, default_kb=not args.no_default_kb, judgments_file=args.judgments_file)
-    except StoreError as exc:  # e.g. a dimension mismatch: the message says what to change
+    except (StoreError, ModelLoadError) as exc:  # the message says what to change
         raise SystemExit(f"error: {exc}") from None
     from rag.ui import launch_options
     from rag.ui.serving import queue_options

@@ -40,29 +40,50 @@ def cpu_has_bf16() -> bool:
 class Precision:
     dtype: "object"  # torch.dtype the weights are loaded in
     int8: bool = False  # quantise Linear layers to int8 after loading (dynamic activation scales)
+    bf16_weights: bool = False  # keep bf16 weights, compute in fp32 (see compute_in_fp32)
 
     @property
     def name(self) -> str:
+        if self.bf16_weights:
+            return "fp32 compute, bf16 weights"
         return "int8" if self.int8 else str(self.dtype).replace("torch.", "")
 
 
-def resolve_precision(dtype: str, device: str) -> Precision:
+def checkpoint_dtype(model_name: str) -> str | None:
+    """The dtype a checkpoint's weights are stored in ("bfloat16" for the Qwen3 releases), if it says."""
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_name)
+    except Exception:  # noqa: BLE001 - unknown is fine: the caller then loads fp32
+        return None
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return str(stored).replace("torch.", "") if stored is not None else None
+
+
+def resolve_precision(dtype: str, device: str, stored: str | None = None) -> Precision:
+    """`stored` is the checkpoint's own dtype: bf16 checkpoints keep bf16 weights on CPUs without native
+    bf16 and compute in fp32 — the same numbers as loading them in fp32, at half the memory."""
     import torch
 
     names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
              "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if dtype == "bf16w":
+        return Precision(torch.bfloat16, bf16_weights=True)
     if dtype == "int8":
         if device != "cpu":
             raise ValueError("dtype='int8' is a CPU path (dynamic quantisation); use bf16/fp16 on GPUs.")
         return Precision(torch.float32, int8=True)
     if dtype != "auto":
         if dtype not in names:
-            raise ValueError(f"dtype={dtype!r}: use auto, fp32, bf16, fp16 or int8 (CPU).")
+            raise ValueError(f"dtype={dtype!r}: use auto, fp32, bf16, fp16, bf16w (bf16 weights, fp32 compute) or int8 (CPU).")
         return Precision(names[dtype])
     if device.startswith("cuda"):
         return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     if device == "cpu" and cpu_has_bf16():
         return Precision(torch.bfloat16)
+    if device == "cpu" and stored == "bfloat16":
+        return Precision(torch.bfloat16, bf16_weights=True)
     return Precision(torch.float32)
 
 
@@ -83,3 +104,30 @@ def quantize_linears(module):
     with warnings.catch_warnings():  # eager-mode quantisation warns that it moves to torchao; it still works
         warnings.simplefilter("ignore")
         return quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def compute_in_fp32(model):
+    """Keep Linear and Embedding weights in bf16 but compute everything in fp32, in place.
+
+    For a checkpoint stored in bf16 this gives exactly the numbers of an fp32 load (the fp32 weights would be
+    the same bf16 values, widened) with half the weight memory; each Linear widens its weight per call, a
+    small cost next to the matmul. Norms, rotary tables and other small tensors go back to fp32.
+    """
+    import torch
+    from torch import nn
+
+    def linear_fp32(self, x):
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return nn.functional.linear(x, self.weight.to(x.dtype), bias)
+
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.forward = linear_fp32.__get__(module)
+        elif isinstance(module, nn.Embedding):
+            module.register_forward_hook(lambda _m, _i, out: out.float())
+        else:
+            for name, tensor in list(module.named_parameters(recurse=False)) + \
+                    list(module.named_buffers(recurse=False)):
+                if tensor is not None and tensor.is_floating_point() and tensor.dtype != torch.float32:
+                    tensor.data = tensor.data.float()
+    return model

@@ -57,11 +57,12 @@ class SentenceTransformerEmbedder:
     def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", *, dim: int | None = None,
                  device: str = "auto", dtype: str = "auto", batch_size: int = 16,
                  max_tokens: int = 1024, query_cache_size: int = 256, model=None):
-        from .devices import resolve_device, resolve_precision
+        from .devices import checkpoint_dtype, resolve_device, resolve_precision
 
         self.model_name = model_name
         self.device = resolve_device(device)
-        self.precision = resolve_precision(dtype, self.device)
+        stored = checkpoint_dtype(model_name) if model is None and dtype == "auto" else None
+        self.precision = resolve_precision(dtype, self.device, stored)
         self.torch_dtype = self.precision.dtype
         self.batch_size = batch_size
         self.model = model or self._load(model_name, max_tokens)
@@ -80,15 +81,22 @@ class SentenceTransformerEmbedder:
     def _load(self, model_name: str, max_tokens: int):
         from sentence_transformers import SentenceTransformer
 
+        from .errors import loading
+
         log.info("loading embedding model %s on %s (%s)", model_name, self.device, self.precision.name)
-        model = SentenceTransformer(model_name, device=self.device,
-                                    model_kwargs={"dtype": self.torch_dtype},
-                                    processor_kwargs={"padding_side": "left"})
+        with loading("embedding model", model_name, "RAG_EMBEDDING_MODEL / --embedding-model"):
+            model = SentenceTransformer(model_name, device=self.device,
+                                        model_kwargs={"dtype": self.torch_dtype},
+                                        processor_kwargs={"padding_side": "left"})
         model.max_seq_length = min(max_tokens, model.max_seq_length or max_tokens)
         if self.precision.int8:
             from .devices import quantize_linears
 
             quantize_linears(model)
+        if self.precision.bf16_weights:
+            from .devices import compute_in_fp32
+
+            compute_in_fp32(model)
         return model.eval()
 
     @property

@@ -42,11 +42,12 @@ class Qwen3Reranker:
     def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, device: str = "auto",
                  dtype: str = "auto", batch_size: int = 8, max_tokens: int = 1024, prefix_cache: bool = True,
                  batch_tokens: int | None = None, model=None, tokenizer=None):
-        from .devices import resolve_device, resolve_precision
+        from .devices import checkpoint_dtype, resolve_device, resolve_precision
 
         self.model_name = model_name
         self.device = resolve_device(device)
-        self.precision = resolve_precision(dtype, self.device)
+        stored = checkpoint_dtype(model_name) if model is None and dtype == "auto" else None
+        self.precision = resolve_precision(dtype, self.device, stored)
         self.torch_dtype = self.precision.dtype
         self.batch_size = batch_size
         self.batch_tokens = batch_tokens or (512 if self.device == "cpu" else 1 << 30)
@@ -69,13 +70,23 @@ class Qwen3Reranker:
     def _load_tokenizer(model_name: str):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(model_name, padding_side="left")
+        from .errors import loading
+
+        with loading("reranker", model_name, "RAG_RERANKER_MODEL / --reranker-model (none turns it off)"):
+            return AutoTokenizer.from_pretrained(model_name, padding_side="left")
 
     def _load_model(self, model_name: str):
         from transformers import AutoModelForCausalLM
 
         log.info("loading reranker %s on %s (%s)", model_name, self.device, self.precision.name)
-        model = AutoModelForCausalLM.from_pretrained(model_name, dtype=self.torch_dtype)
+        from .errors import loading
+
+        with loading("reranker", model_name, "RAG_RERANKER_MODEL / --reranker-model (none turns it off)"):
+            model = AutoModelForCausalLM.from_pretrained(model_name, dtype=self.torch_dtype)
+        if self.precision.bf16_weights:
+            from .devices import compute_in_fp32
+
+            compute_in_fp32(model)
         return model.to(self.device).eval()
 
     def _lm_head_rows(self):

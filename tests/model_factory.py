@@ -48,6 +48,12 @@ def train_tokenizer(vocab_size: int = 1500, eos_post_processor: bool = False):
     return fast
 
 
+def torch_bf16():
+    import torch
+
+    return torch.bfloat16
+
+
 def _qwen3(vocab_size: int, sizes: dict, seed: int, dtype="float32"):
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
@@ -63,17 +69,20 @@ def _qwen3(vocab_size: int, sizes: dict, seed: int, dtype="float32"):
     return model
 
 
-def build_reranker(path: Path, sizes: dict = TINY, seed: int = 0) -> Path:
+def build_reranker(path: Path, sizes: dict = TINY, seed: int = 0, bf16: bool = False) -> Path:
+    """`bf16=True` stores the weights in bf16, as the released Qwen3 checkpoints are."""
     """A Qwen3ForCausalLM reranker folder (model + tokenizer), loadable by `AutoModelForCausalLM`."""
     tokenizer = train_tokenizer()
     vocab = QWEN3_VOCAB if sizes is QWEN3_06B else len(tokenizer)
     model = _qwen3(vocab, sizes, seed)
+    if bf16:
+        model.to(torch_bf16())
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return Path(path)
 
 
-def build_embedder(path: Path, sizes: dict = TINY, seed: int = 1) -> Path:
+def build_embedder(path: Path, sizes: dict = TINY, seed: int = 1, bf16: bool = False) -> Path:
     """A sentence-transformers folder: Transformer (Qwen3Model) -> Pooling(lasttoken) -> Normalize,
     with the `query` prompt of Qwen3-Embedding."""
     from transformers import Qwen3Model
@@ -85,6 +94,8 @@ def build_embedder(path: Path, sizes: dict = TINY, seed: int = 1) -> Path:
     causal = _qwen3(vocab, sizes, seed)
     base = Qwen3Model(causal.config)
     base.load_state_dict(causal.model.state_dict())
+    if bf16:
+        base.to(torch_bf16())
     base.eval().save_pretrained(path)
     tokenizer.save_pretrained(path)
     hidden = sizes["hidden_size"]

@@ -59,3 +59,13 @@ def test_settings_from_env():
 def test_settings_reject_bad_values():
     with pytest.raises(ValueError, match="Matryoshka"):
         Settings(embedding_dim=8)
+
+
+def test_missing_model_gives_an_actionable_error(tmp_path):
+    from rag.errors import ModelLoadError
+    from rag.reranker import Qwen3Reranker
+
+    with pytest.raises(ModelLoadError, match="RAG_RERANKER_MODEL"):
+        Qwen3Reranker(str(tmp_path / "no-such-model"), device="cpu")
+    with pytest.raises(ModelLoadError, match="RAG_EMBEDDING_MODEL"):
+        RAG(Settings(embedding_model=str(tmp_path / "nothing-here"), reranker_model=None, data_dir=tmp_path))
