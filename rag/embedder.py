@@ -51,6 +51,16 @@ def truncate_and_normalise(vectors: np.ndarray, dim: int | None) -> np.ndarray:
     return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
+def use_left_padding(model) -> None:
+    """Pad on the left for last-token pooling, as the official Qwen3-Embedding code does. Other models
+    (MiniLM, BERT-style, absolute positions) keep their own side: left padding shifts their positions and
+    changes a text's vector with the length of its batch-mates."""
+    modes = [module.get_config_dict().get("pooling_mode") for module in model
+             if type(module).__name__ == "Pooling" and hasattr(module, "get_config_dict")]
+    if "lasttoken" in modes:
+        model.tokenizer.padding_side = "left"
+
+
 class SentenceTransformerEmbedder:
     """`Embedder` over any sentence-transformers model; Qwen3-Embedding by default."""
 
@@ -86,8 +96,8 @@ class SentenceTransformerEmbedder:
         log.info("loading embedding model %s on %s (%s)", model_name, self.device, self.precision.name)
         with loading("embedding model", model_name, "RAG_EMBEDDING_MODEL / --embedding-model"):
             model = SentenceTransformer(model_name, device=self.device,
-                                        model_kwargs={"dtype": self.torch_dtype},
-                                        processor_kwargs={"padding_side": "left"})
+                                        model_kwargs={"dtype": self.torch_dtype})
+        use_left_padding(model)
         model.max_seq_length = min(max_tokens, model.max_seq_length or max_tokens)
         if self.precision.int8:
             from .devices import quantize_linears

@@ -36,3 +36,17 @@ def test_paraphrase_finds_right_section_first(minilm_rag, heading, query):
 def test_minilm_gets_no_qwen_instruction(minilm_rag):
     assert minilm_rag.embedder.dim == 384
     assert minilm_rag.embedder.query_prompt("anything") is None
+
+
+def test_a_vector_does_not_depend_on_its_batch_mates(minilm_rag):
+    """MiniLM has absolute positions: padding it on the left would shift them with the batch's longest text."""
+    embedder = minilm_rag.embedder
+    short = "Honey bees live in colonies."
+    alone = embedder.embed_documents([short])[0]
+    batched = embedder.embed_documents([short, "A much longer passage about volcanoes and lava. " * 20])[0]
+    assert float(alone @ batched) >= 0.9999
+    assert embedder.tokenizer.padding_side == "right"
+
+
+def test_qwen_last_token_pooling_pads_left(tiny_embedder):
+    assert tiny_embedder.tokenizer.padding_side == "left"
