@@ -112,6 +112,9 @@ def set_number(page: Page, label: str, value: int) -> None:
     box = page.get_by_label(f"number input for {label}")
     box.fill(str(value))
     box.press("Enter")
+    box.blur()  # commit the value to the slider before the next event reads it
+    expect(box).to_have_value(str(value))
+    expect(page.get_by_label(f"range slider for {label}")).to_have_value(str(value))
 
 
 def test_upload_ask_inspect_scores_plot_streamed_answer_and_citation(new_page, tmp_path, llm):
