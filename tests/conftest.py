@@ -76,3 +76,16 @@ def openai_server():
 
     with OpenAIServer() as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium for the browser tests; fails (not skips) when it is missing."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser_helpers import launch_chromium
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from rag.ui.formatting import TABLE_HEADERS
-from tests.browser_helpers import launch_chromium, running_app
+from tests.browser_helpers import running_app
 from tests.openai_server import OpenAIServer
 
 pytestmark = pytest.mark.browser
@@ -38,14 +38,6 @@ def app(tmp_path_factory, tiny_embedder, tiny_reranker, tiny_embedder_path, tiny
     with running_app(tmp_path_factory.mktemp("browser-data"), tiny_embedder, tiny_reranker, tiny_embedder_path,
                      tiny_reranker_path, llm.base_url) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ import time
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.browser_helpers import launch_chromium
 from tests.reliability.helpers import call_fn_index, no_traceback, offline_chunk_counts
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -36,14 +35,6 @@ FLAGS = "[1,2,3,4,5,6,7,8].map(i => window['__x' + i])"
 @pytest.fixture(scope="module")
 def app(make_app):
     return make_app("private-app", shared=False)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 def open_page(browser, app, dialogs):
