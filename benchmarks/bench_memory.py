@@ -36,9 +36,10 @@ def build(cache: Path) -> tuple[Path, Path]:
 
 
 def peak_rss(dtype: str, emb: Path, rr: Path) -> dict:
-    """Run in a child: load both models, one call each, report ru_maxrss."""
+    """Run in a child: load both models, one call each, report the peak RSS (VmHWM: unlike ru_maxrss it
+    does not carry over the parent's size across fork + exec)."""
     code = f"""
-import json, resource, time, logging
+import json, time, logging
 logging.disable(logging.WARNING)
 from rag.embedder import SentenceTransformerEmbedder
 from rag.reranker import Qwen3Reranker
@@ -48,7 +49,7 @@ r = Qwen3Reranker({str(rr)!r}, device="cpu", dtype={dtype!r})
 load = time.time() - t
 e.embed_query("warm up"); r.score("q", ["a document"])
 print(json.dumps({{"precision": e.precision.name, "load_s": load,
-                  "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}}))
+                  "rss_gb": int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 2**20}}))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

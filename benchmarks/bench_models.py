@@ -108,18 +108,21 @@ def print_table():
 
 
 # --- inputs ------------------------------------------------------------------------------------------------
-def checkpoints(args) -> tuple[Path, Path]:
+def checkpoints(args, bf16: bool = False) -> tuple[Path, Path]:
+    """(embedder, reranker) folders. fp32-stored ones for the parity rows; `bf16=True`: stored in bf16 like the
+    released Qwen3 checkpoints, for the default-configuration rows (its CPU default keeps bf16 weights)."""
     from tests.model_factory import QWEN3_06B, build_embedder, build_reranker
 
     cache = Path(args.cache_dir).expanduser()
+    suffix = "-bf16" if bf16 else ""
     paths = []
     for name, given, build in (("qwen3-embedding-0.6b-shaped", args.embedder, build_embedder),
                                ("qwen3-reranker-0.6b-shaped", args.reranker, build_reranker)):
-        path = Path(given) if given else cache / name
+        path = Path(given) if given else cache / (name + suffix)
         if not path.exists():
             print(f"building {path} (random weights, once)...", flush=True)
             tmp = path.with_suffix(".tmp")
-            build(tmp, sizes=QWEN3_06B)
+            build(tmp, sizes=QWEN3_06B, bf16=bf16)
             tmp.rename(path)
         paths.append(path)
     return paths[0], paths[1]
@@ -145,55 +148,55 @@ def top3_same(a, b) -> bool:
 
 # --- stages -----------------------------------------------------------------------------------------------
 def bench_embedding(args, path, chunks):
+    """Every row embeds the same chunks (every n-th of the corpus), so each ratio compares equal work."""
     from sentence_transformers import SentenceTransformer
 
     from rag.embedder import SentenceTransformerEmbedder
     from tests.reference import tutorial_emb_text
 
-    subset = chunks[::max(1, len(chunks) // args.tutorial_embed_chunks)][:args.tutorial_embed_chunks]
+    subset = chunks[::max(1, len(chunks) // args.embed_chunks)][:args.embed_chunks]
+    stage = f"embed {len(subset)} chunks"
     with PeakRSS() as mem:
-        tutorial = SentenceTransformer(str(path), device="cpu")  # the tutorial's load: fp32, defaults
-        tok = tutorial.tokenizer
-        n_tok = lambda texts: sum(len(tok(t)["input_ids"]) for t in texts)  # noqa: E731
+        tutorial = SentenceTransformer(str(path), device="cpu")  # the tutorial's load: defaults (fp32 here)
+        tokens = sum(len(tutorial.tokenizer(t)["input_ids"]) for t in subset)
         tutorial_emb_text(tutorial, subset[0])  # warm-up
         start = time.perf_counter()
-        ref_sub = np.array([tutorial_emb_text(tutorial, t) for t in subset], dtype=np.float32)
-        tut_s = time.perf_counter() - start
-    per_token = tut_s / n_tok(subset)
-    base = per_token * n_tok(chunks)  # the whole corpus at the subset's measured seconds per token
-    row("embed 83 chunks", "tutorial emb_text loop (fp32)", base, n_tok(chunks), base, rss=mem.delta_gb,
-        note=f"timed on {len(subset)} chunks ({tut_s:.1f} s), scaled per token")
+        reference = np.array([tutorial_emb_text(tutorial, t) for t in subset], dtype=np.float32)
+        base = time.perf_counter() - start
+    row(stage, "tutorial emb_text loop (fp32)", base, tokens, base, rss=mem.delta_gb, note="one text per call")
     del tutorial
     gc.collect()
-
-    vectors = {}
     for dtype in args.dtypes:
-        for bs in ([args.embed_batch] if dtype != "fp32" or args.quick else args.embed_batches):
+        for cap in ([args.embed_batch_tokens] if dtype != "fp32" or args.quick else args.embed_caps):
             with PeakRSS() as mem:
-                emb = SentenceTransformerEmbedder(str(path), device="cpu", dtype=dtype, batch_size=bs)
-                emb.embed_documents(chunks[:4])  # warm-up
+                emb = SentenceTransformerEmbedder(str(path), device="cpu", dtype=dtype, batch_size=args.embed_batch,
+                                                  batch_tokens=cap)
+                emb.embed_documents(subset[:2])  # warm-up
                 start = time.perf_counter()
-                vecs = emb.embed_documents(chunks)
+                vectors = emb.embed_documents(subset)
                 secs = time.perf_counter() - start
-            sub = vecs[[chunks.index(t) for t in subset]]
-            cos = float(np.min(np.sum(sub * ref_sub, axis=1)))
-            row("embed 83 chunks", f"ours {dtype} batch={bs}", secs, n_tok(chunks), base, delta=1 - cos,
+            cos = float(np.min(np.sum(vectors * reference, axis=1)))
+            limit = f"<={cap}tok" if cap < 1 << 20 else "no token cap"
+            row(stage, f"ours {dtype} b={args.embed_batch} {limit}", secs, tokens, base, delta=1 - cos,
                 rss=mem.delta_gb, note="max|d| = 1 - min cosine vs tutorial")
-            vectors.setdefault(dtype, vecs)
             del emb
             gc.collect()
-    return vectors
+    return tokens / len(subset) * len(chunks)  # corpus tokens, for the compute floor
 
 
-def bench_rerank(args, path, chunks, vectors, queries):
-    from rag.embedder import SentenceTransformerEmbedder  # noqa: F401  (vectors come from bench_embedding)
+def candidates(chunks: list[str], query: str) -> list[str]:
+    """The 10 chunks sharing the most words with the query's own FAQ entry (random weights can't pick)."""
+    words = lambda text: set(text.lower().split())  # noqa: E731
+    entry = words(next(c for c in chunks if c.strip().startswith(query)))
+    overlap = [len(entry & words(c)) / len(entry | words(c)) for c in chunks]
+    return [chunks[i] for i in np.argsort(overlap, kind="stable")[::-1][:TOP_K]]
+
+
+def bench_rerank(args, path, chunks, queries):
     from rag.reranker import Qwen3Reranker
     from tests.reference import ReferenceReranker, tutorial_rerank_documents
 
-    doc_vecs = vectors["fp32"]
-    # candidates: the 10 nearest chunks to each query's own FAQ entry (random weights: arbitrary but fixed)
-    entry = {q: next(i for i, c in enumerate(chunks) if c.strip().startswith(q)) for q in queries}
-    cands = {q: [chunks[i] for i in np.argsort(-(doc_vecs @ doc_vecs[entry[q]]))[:TOP_K]] for q in queries}
+    cands = {q: candidates(chunks, q) for q in queries}
 
     with PeakRSS() as mem:
         reference = ReferenceReranker(str(path))
@@ -213,22 +216,24 @@ def bench_rerank(args, path, chunks, vectors, queries):
         base, rss=mem.delta_gb, note=f"mean of {len(base_q)} queries")
     fp32_scores = None
     for dtype in args.dtypes:
-        configs = [(True, args.rerank_batch)]
+        cap = args.batch_tokens
+        configs = [(True, args.rerank_batch, cap)]
         if dtype == "fp32" and not args.quick:
-            configs += [(False, args.rerank_batch)] + [(True, b) for b in args.rerank_batches
-                                                       if b != args.rerank_batch]
-        for prefix, bs in configs:
+            configs += [(False, args.rerank_batch, cap), (True, args.rerank_batch, 512),
+                        (True, args.rerank_batch, 1 << 30)]
+            configs += [(True, b, cap) for b in args.rerank_batches if b != args.rerank_batch]
+        for prefix, bs, cap in configs:
             with PeakRSS() as mem:
                 if dtype == "fp32":  # share the reference's weights: same fp32 model, no second copy
                     ours = Qwen3Reranker(str(path), device="cpu", dtype="fp32", batch_size=bs,
-                                         prefix_cache=prefix, batch_tokens=args.batch_tokens, model=reference.model,
+                                         prefix_cache=prefix, batch_tokens=cap, model=reference.model,
                                          tokenizer=reference.tokenizer)
                 else:
                     ours = Qwen3Reranker(str(path), device="cpu", dtype=dtype, batch_size=bs, prefix_cache=prefix,
-                                         batch_tokens=args.batch_tokens)
+                                         batch_tokens=cap)
                 ours.score(queries[0], cands[queries[0]][:2])  # warm-up
                 times, scores = [], {}
-                for q in queries if (prefix and bs == args.rerank_batch) else base_q:
+                for q in queries if (prefix, bs, cap) == configs[0] else base_q:
                     start = time.perf_counter()
                     scores[q] = ours.score(q, cands[q])
                     times.append(time.perf_counter() - start)
@@ -239,11 +244,12 @@ def bench_rerank(args, path, chunks, vectors, queries):
             delta = max(max(abs(a - b) for a, b in zip(scores[q], ref[q])) for q in qs)
             top3 = sum(top3_same(scores[q], ref[q]) for q in qs) / len(qs)
             secs = statistics.mean(times[:len(base_q)])  # the tutorial's queries: same inputs, same ratio
-            impl = f"ours {dtype} {'prefix' if prefix else 'full-pass'} b={bs} <={args.batch_tokens}tok"
+            limit = f"<={cap}tok" if cap < 1 << 20 else "no token cap"
+            impl = f"ours {dtype} {'prefix' if prefix else 'full-pass'} b={bs} {limit}"
             row("rerank 10 (per query)", impl, secs, statistics.mean(map(tokens, base_q)),
                 base, delta, top3, mem.delta_gb,
                 note=f"vs {'tutorial' if dtype == 'fp32' else 'ours fp32'} on {len(qs)} queries")
-            if dtype == "fp32" and prefix and bs == args.rerank_batch:
+            if dtype == "fp32" and (prefix, bs, cap) == configs[0]:
                 fp32_scores = scores
             del ours
             gc.collect()
@@ -268,6 +274,9 @@ def bench_milvus_and_dense(args, embed_path, queries):
         start = time.perf_counter()
         store.upsert(chunks, vectors)
         upload = time.perf_counter() - start
+        start = time.perf_counter()
+        store.wait_until_indexed()  # what every upload does before it reports done (rag/indexing.py)
+        indexing = time.perf_counter() - start
         probes = rng.standard_normal((args.searches, dim)).astype(np.float32)
         times = []
         for p in probes:  # right after the upload: no warm-up search
@@ -276,7 +285,7 @@ def bench_milvus_and_dense(args, embed_path, queries):
             times.append(time.perf_counter() - start)
         row(f"milvus search {args.milvus_rows // 1000}k", "Store.search p50 (top-10)", statistics.median(times),
             note=f"first search {times[0] * 1e3:.0f} ms, p95 {np.percentile(times, 95) * 1e3:.0f} ms; "
-                 f"upsert+flush {upload:.1f} s")
+                 f"upsert+flush {upload:.1f} s, then index wait {indexing:.1f} s")
         emb.embed_query("warm-up")
         totals = []
         for q in queries[:args.dense_queries]:
@@ -290,16 +299,19 @@ def bench_milvus_and_dense(args, embed_path, queries):
 
 def rss_probe(embed_path, rerank_path) -> float:
     """Peak RSS (GB) of a fresh process with both models in the default configuration, one query answered."""
-    code = ("import os,resource,sys; sys.path.insert(0, %r); from rag.embedder import SentenceTransformerEmbedder;"
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec, so a child of this multi-GB process
+    # would report the parent's size
+    code = ("import os,sys; sys.path.insert(0, %r); from rag.embedder import SentenceTransformerEmbedder;"
             "from rag.reranker import Qwen3Reranker; e=SentenceTransformerEmbedder(%r); r=Qwen3Reranker(%r);"
             "e.embed_query('what is milvus?'); r.score('what is milvus?', ['Milvus is a vector database.']*10);"
-            "import psutil; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20,"
-            "psutil.Process().memory_info().rss/2**30, e.precision.name, r.precision.name)"
+            "import psutil; hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
+            "print(int(hwm)/2**20, psutil.Process().memory_info().rss/2**30, e.precision.name, r.precision.name,"
+            " sep='|')"
             % (str(REPO), str(embed_path), str(rerank_path)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    peak, now, emb, rer = out.stdout.split()[-4:]
+    peak, now, emb, rer = out.stdout.strip().splitlines()[-1].split("|")
     row("both models loaded", f"default config ({emb}/{rer}), new proc", None, rss=float(peak),
-        note=f"peak RSS (ru_maxrss) incl. loading; {float(now):.2f} GB after one query")
+        note=f"peak RSS (VmHWM) incl. loading; {float(now):.2f} GB after one query")
     return float(peak)
 
 
@@ -314,11 +326,13 @@ def main(argv=None):
                         "CPU has native bf16; emulated bf16 is several times slower than fp32)")
     parser.add_argument("--queries", type=int, help="rerank parity queries (default 8, quick 3)")
     parser.add_argument("--baseline-queries", type=int, help="tutorial rerank queries (default 2, quick 1)")
-    parser.add_argument("--tutorial-embed-chunks", type=int, help="chunks the tutorial loop embeds "
-                        "(default 16, quick 6); its time is scaled to the corpus per token")
+    parser.add_argument("--embed-chunks", type=int, help="chunks every embedding row embeds (default 28: every "
+                        "3rd chunk of the FAQ; quick 8)")
     parser.add_argument("--embed-batch", type=int, default=16)
+    parser.add_argument("--embed-batch-tokens", type=int, default=2048, help="embedder cap on padded tokens per "
+                        "batch (the CPU default); the full run also measures no cap")
     parser.add_argument("--rerank-batch", type=int, default=8)
-    parser.add_argument("--batch-tokens", type=int, default=512, help="reranker cap on padded tokens per batch "
+    parser.add_argument("--batch-tokens", type=int, default=2048, help="reranker cap on padded tokens per batch "
                         "(the CPU default); a large value measures plain batch sizes")
     parser.add_argument("--milvus-rows", type=int, default=20_000)
     parser.add_argument("--searches", type=int, default=50)
@@ -329,8 +343,8 @@ def main(argv=None):
     args.dtypes = (args.dtypes or "fp32,int8" + (",bf16" if cpu_has_bf16() else "")).split(",")
     args.queries = args.queries or (3 if args.quick else 8)
     args.baseline_queries = args.baseline_queries or (1 if args.quick else 2)
-    args.tutorial_embed_chunks = args.tutorial_embed_chunks or (6 if args.quick else 16)
-    args.embed_batches = [16]
+    args.embed_chunks = args.embed_chunks or (8 if args.quick else 28)
+    args.embed_caps = list(dict.fromkeys([args.embed_batch_tokens, 512, 1 << 30]))
     args.rerank_batches = [1, 8]
 
     embed_path, rerank_path = checkpoints(args)
@@ -343,10 +357,13 @@ def main(argv=None):
                                                         ("int8", "int8"))}
     print(f"{len(chunks)} chunks, {len(queries)} queries, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
-    vectors = bench_embedding(args, embed_path, chunks)
-    bench_rerank(args, rerank_path, chunks, vectors, queries)
-    bench_milvus_and_dense(args, embed_path, questions(chunks)[-args.dense_queries:])
-    rss_probe(embed_path, rerank_path)
+    corpus_tokens = bench_embedding(args, embed_path, chunks)
+    print(f"compute floor, embed the whole corpus ({corpus_tokens:.0f} tokens): "
+          + ", ".join(f"{k} {fpt * corpus_tokens / v / 1e9:.0f} s" for k, v in speed.items()), flush=True)
+    bench_rerank(args, rerank_path, chunks, queries)
+    default_embed, default_rerank = checkpoints(args, bf16=True)
+    bench_milvus_and_dense(args, default_embed, questions(chunks)[-args.dense_queries:])
+    rss_probe(default_embed, default_rerank)
     print_table()
     print("\nLinear 512x1024x3072 throughput (best of 3): "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in speed.items()))

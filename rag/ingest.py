@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGES = ("parse", "chunk", "embed", "write")
+STAGES = ("parse", "chunk", "embed", "write", "index")
 ProgressFn = Callable[[str, float], None]  # (message, fraction done in 0..1)
 
 
@@ -120,6 +120,7 @@ class Ingestor:
             report.files.extend(results)
             for r in results:
                 _log_result(r)
+        self._wait_for_index(report, span)
         span.report(f"done: {len(inputs)} file(s)", 1.0)
         return self._finish(report, started)
 
@@ -134,6 +135,7 @@ class Ingestor:
             file_span.report(f"{name} ({n + 1}/{len(items)})", 0.0)
             report.files.append(self._ingest_bytes(name, data, owner, file_span))
             _log_result(report.files[-1])
+        self._wait_for_index(report, span)
         span.report(f"done: {len(items)} file(s)", 1.0)
         return self._finish(report, started)
 
@@ -143,8 +145,10 @@ class Ingestor:
         with self._timed("chunk"):
             chunks = [c for t in texts for c in self.chunks_for(t, source, owner)]
         result = self._store(chunks, source, owner, Span(progress))
+        report = IngestReport([result])
+        self._wait_for_index(report, Span(progress))
         Span(progress).report("done", 1.0)
-        return self._finish(IngestReport([result]), started)
+        return self._finish(report, started)
 
     def chunks_for(self, text: str, source: str, owner: str = SHARED_OWNER, title: str = "") -> list[Chunk]:
         counter = token_counter(self.rag.embedder)
@@ -266,6 +270,14 @@ class Ingestor:
         by_id = dict(reused)
         by_id.update({c.id: v for c, v in zip(todo, fresh)})
         return np.stack([by_id[c.id] for c in chunks]).astype(np.float32)
+
+    def _wait_for_index(self, report: IngestReport, span: Span) -> None:
+        """After writing, wait for the store's index build so the first search after an upload is fast."""
+        if not report.chunks:
+            return
+        span.report("indexing for fast search...", 0.99)
+        with self._timed("index"):
+            self.rag.store.wait_until_indexed()
 
     # --- bookkeeping ------------------------------------------------------------------------------
     @contextmanager

@@ -13,6 +13,7 @@ import logging
 import threading
 from typing import Protocol, Sequence
 
+from .batching import CPU_BATCH_TOKENS, token_batches
 from .settings import DEFAULT_TASK
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,7 @@ class Qwen3Reranker:
 
     `dtype="int8"` quantises the Linear layers of a model this class loads (an injected `model` is used as is).
     `prefix_cache=False` scores every pair with one full pass, as the reference does (for comparison).
-    `batch_tokens` caps padded tokens per batch; on CPU (default 512) one pair of a few hundred tokens already
-    keeps the matmuls busy and larger batches measured ~2x slower (docs/benchmarks.md).
+    `batch_tokens` caps padded tokens per batch (CPU default in rag/batching.py, measured in docs/benchmarks.md).
     """
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, device: str = "auto",
@@ -50,7 +50,7 @@ class Qwen3Reranker:
         self.precision = resolve_precision(dtype, self.device, stored)
         self.torch_dtype = self.precision.dtype
         self.batch_size = batch_size
-        self.batch_tokens = batch_tokens or (512 if self.device == "cpu" else 1 << 30)
+        self.batch_tokens = batch_tokens or (CPU_BATCH_TOKENS if self.device == "cpu" else 1 << 30)
         self.max_tokens = max_tokens
         self.prefix_cache = prefix_cache
         self.tokenizer = tokenizer or self._load_tokenizer(model_name)
@@ -128,10 +128,11 @@ class Qwen3Reranker:
 
                 head_kv = encode_head(self.model.model, head)
                 tail_lengths = [len(sequences[i]) - len(head) for i in cached]
-                for batch in _batches(cached, tail_lengths, self.batch_size, self.batch_tokens):
+                for batch in token_batches(cached, tail_lengths, self.batch_size, self.batch_tokens):
                     tails = [sequences[i][len(head):] for i in batch]
                     self._fill(scores, batch, self._last_hidden_cached(head_kv, tails))
-            for batch in _batches(full, [len(sequences[i]) for i in full], self.batch_size, self.batch_tokens):
+            lengths = [len(sequences[i]) for i in full]
+            for batch in token_batches(full, lengths, self.batch_size, self.batch_tokens):
                 self._fill(scores, batch, self._last_hidden([sequences[i] for i in batch]))
         return scores
 
@@ -153,22 +154,6 @@ class Qwen3Reranker:
         inputs = self.tokenizer.pad({"input_ids": sequences}, padding=True, return_tensors="pt")
         inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
         return self.model.model(**inputs).last_hidden_state[:, -1, :]
-
-
-def _batches(items: list[int], lengths: list[int], size: int, max_tokens: int = 1 << 30, max_waste: float = 0.1):
-    """Consecutive runs of length-sorted `items`: at most `size` rows and `max_tokens` padded tokens, closed
-    before padding would exceed `max_waste` of the run's tokens (padding is pure loss)."""
-    batch: list[int] = []
-    real = 0
-    for item, length in zip(items, lengths):
-        padded = (len(batch) + 1) * length
-        if batch and (len(batch) >= size or padded > max_tokens or padded * (1 - max_waste) > real + length):
-            yield batch
-            batch, real = [], 0
-        batch.append(item)
-        real += length
-    if batch:
-        yield batch
 
 
 def _inference():

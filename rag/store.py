@@ -148,14 +148,29 @@ class Store:
         return len(ids)
 
     def delete_document(self, doc_id: str) -> int:
-        return self.delete_ids(self.chunk_ids(doc_id))
+        removed = self.delete_ids(self.chunk_ids(doc_id))
+        self.wait_until_indexed()
+        return removed
 
     def delete_owner(self, owner: str) -> int:
         """Remove everything one session uploaded (never the shared knowledge base)."""
         if owner == SHARED_OWNER:
             raise ValueError("refusing to delete the shared knowledge base by owner")
         rows = self._query(f"owner == {_quote(owner)}", ["id"])
-        return self.delete_ids(r["id"] for r in rows)
+        removed = self.delete_ids(r["id"] for r in rows)
+        self.wait_until_indexed()
+        return removed
+
+    def wait_until_indexed(self, timeout: float = 600.0) -> bool:
+        """Block until written rows are indexed (rag/indexing.py): call after an upload, outside any lock
+        searches wait on, so the next search is fast. False when that could not be confirmed in time."""
+        from .indexing import wait_until_indexed
+
+        indexed = wait_until_indexed(self.client, self.uri, self.collection, timeout)
+        # Milvus Lite's first search over new segments builds per-segment lookups (~200 ms at 20k rows):
+        # pay that here, in the upload, rather than in the user's first question.
+        self.search(np.zeros(self.dim, dtype=np.float32), top_k=1)
+        return indexed
 
     # --- reads ------------------------------------------------------------------------------------
     def search(self, vector: np.ndarray, top_k: int, owner: str | None = None) -> list[Hit]:

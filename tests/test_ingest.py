@@ -173,4 +173,4 @@ def test_add_texts_is_one_document(tiny_rag):
     again = tiny_rag.add_texts(["# Kites\n\nKites fly on windy beaches.", "# Boats\n\nBoats float."], "notes")
     assert report.files[0].status == "ok" and again.files[0].status == "skipped"
     assert [(d.source, d.chunks) for d in tiny_rag.store.documents()] == [("notes", report.chunks)]
-    assert set(report.timings) == {"parse", "chunk", "embed", "write"}
+    assert set(report.timings) == {"parse", "chunk", "embed", "write", "index"}

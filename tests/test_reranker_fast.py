@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from rag.devices import Precision, resolve_precision
-from rag.reranker import Qwen3Reranker, _batches
+from rag.reranker import Qwen3Reranker
 from tests.reference import ReferenceReranker
 from tests.test_reranker import DOCS, QUERY
 
@@ -103,13 +103,6 @@ def test_int8_path_quantises_the_decoder_and_stays_close(tiny_reranker_path, ref
 def test_injected_model_is_never_quantised(tiny_reranker):
     Qwen3Reranker("tiny", device="cpu", dtype="int8", model=tiny_reranker.model, tokenizer=tiny_reranker.tokenizer)
     assert not any("quantized" in type(m).__module__ for m in tiny_reranker.model.modules())
-
-
-def test_batches_close_before_padding_waste():
-    assert list(_batches([0, 1, 2, 3, 4, 5], [10, 10, 11, 20, 21, 300], 8)) == [[0, 1, 2], [3, 4], [5]]
-    assert list(_batches([0, 1, 2], [5, 5, 5], 2)) == [[0, 1], [2]]
-    assert list(_batches([], [], 4)) == []
-    assert list(_batches([0, 1, 2, 3], [100, 100, 100, 100], 8, max_tokens=250)) == [[0, 1], [2, 3]]
 
 
 def test_precision_resolution(monkeypatch):

@@ -1,0 +1,32 @@
+"""Length-aware batching shared by the embedder and the reranker.
+
+On a CPU one text of a few hundred tokens already keeps the matmuls near their peak, so batching buys little
+there and padding is pure loss; batches are capped in padded tokens as well as in rows, and closed before
+padding becomes a noticeable share of the work. A few texts per batch still pay off with bf16-stored weights,
+which are widened once per forward pass (docs/benchmarks.md: 512 / 2048 / no cap measured 32.6 / 29.8 / 30.6 s
+per query for the 0.6B reranker on a 2-core CPU; the fp32 embedder was equal at every cap).
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+CPU_BATCH_TOKENS = 2048  # padded tokens per batch on CPU: a handful of few-hundred-token texts
+
+
+def token_batches(items: Sequence[int], lengths: Sequence[int], size: int, max_tokens: int = 1 << 30,
+                  max_waste: float = 0.1) -> Iterator[list[int]]:
+    """Consecutive runs of length-sorted `items` (either order): at most `size` rows and `max_tokens` padded
+    tokens, closed before padding would exceed `max_waste` of the run's tokens (padding is pure loss)."""
+    batch: list[int] = []
+    real = width = 0
+    for item, length in zip(items, lengths):
+        grown = max(width, length)
+        padded = (len(batch) + 1) * grown
+        if batch and (len(batch) >= size or padded > max_tokens or padded * (1 - max_waste) > real + length):
+            yield batch
+            batch, real, grown = [], 0, length
+        batch.append(item)
+        real += length
+        width = grown
+    if batch:
+        yield batch
