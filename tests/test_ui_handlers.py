@@ -98,6 +98,16 @@ def test_plot_is_a_figure_before_and_after_reranking(llm_chat):
     assert len(plots) == 2
 
 
+def test_dense_table_is_sent_before_the_plot_is_drawn(llm_chat):
+    # Gradio encodes all outputs of a yield before sending any: the table must not wait for the plot
+    from matplotlib.figure import Figure
+
+    steps = run_ask(llm_chat, "volcano eruption")
+    first_table = next(i for i, s in enumerate(steps) if isinstance(s[2], pd.DataFrame))
+    assert is_skip(steps[first_table][3])
+    assert isinstance(steps[first_table + 1][3], Figure) and is_skip(steps[first_table + 1][2])
+
+
 def test_reranker_off_keeps_the_dense_order(llm_chat):
     steps = run_ask(llm_chat, "honey bees", use_reranker=False, top_n=2)
     table = [s[2] for s in steps if isinstance(s[2], pd.DataFrame)][-1]

@@ -32,6 +32,7 @@ RERANKING = "Reranking {k} candidates…"
 WRITING = "Writing the answer…"
 EMPTY_KB = ("No passages found: the knowledge base is empty. Add documents in the **Knowledge** tab, "
             "then ask again.")
+PLOT = 3  # position of the ranking plot in ChatHandlers._view's outputs
 REPORT_HEADERS = ["File", "Status", "Chunks", "Note"]
 DOCUMENT_HEADERS = ["Document", "Chunks", "Visible to"]
 STATUS_ICONS = {"ok": "✓ added", "skipped": "= unchanged", "failed": "✗ failed"}
@@ -108,6 +109,12 @@ class ChatHandlers:
             for step in run_turn(self.rag, self.answerer, question, fmt.strip_sources(context), options, owner):
                 view = self._view(step, options, turn, chat)
                 record = TurnRecord.settled(step, question, fmt.strip_sources(context), options)
+                if step.stage == DENSE:
+                    # Table first: Gradio encodes every output of a yield before sending it, and the plot
+                    # takes ~0.4 s to draw and encode on a 2-core CPU. The plot follows right after.
+                    yield view[:PLOT] + (gr.skip(),) + view[PLOT + 1:] + (last, gr.skip())
+                    rest = len(view) - PLOT - 1
+                    view = (view[0],) + (gr.skip(),) * (PLOT - 1) + (view[PLOT],) + (gr.skip(),) * rest
                 yield view + (last, gr.skip() if record is None else record)
                 if step.stage == DENSE and not step.retrieval.candidates:
                     return

@@ -9,7 +9,7 @@ import gradio as gr
 from ..answer import Answerer
 from ..pipeline import RAG
 from ..settings import Settings
-from . import formatting as fmt
+from . import formatting as fmt, plots
 from .api import register_api
 from .assets import CITATION_SCRIPT
 from .evaluate import EvaluateHandlers, evaluate_tab, passage_controls, wire as wire_evaluate
@@ -47,6 +47,7 @@ def build_app(rag: RAG, settings: Settings | None = None, answerer: Answerer | N
     chat = ChatHandlers(rag, settings, answerer)
     knowledge = KnowledgeHandlers(rag, settings, knowledge_base)
     evaluation = EvaluateHandlers(rag, settings, answerer, judgments_file)
+    plots.warm_up()
     with gr.Blocks(title="RAG chat · Qwen3 + Milvus") as demo:
         gr.Markdown("## RAG chat — see what the retriever found, and how the reranker reordered it")
         with gr.Tabs():

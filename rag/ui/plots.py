@@ -44,6 +44,14 @@ def ranking_figure(retrieval: Retrieval | None, top_n: int, pending: bool = Fals
     return fig
 
 
+def warm_up() -> None:
+    """Draw and encode one figure, so matplotlib's imports and font cache (~1 s) are paid at start-up rather
+    than in the first user's question."""
+    import io
+
+    ranking_figure(None, 1).savefig(io.BytesIO(), format="png")
+
+
 def _draw(ax, candidates: list[Candidate], top_n: int, reranked: bool, pending: bool) -> None:
     if not candidates:
         ax.text(0.25, 1, "No candidates yet: ask a question.", ha="center", va="center", color=OTHER)
