@@ -56,6 +56,19 @@ def running_app(data_dir: Path, embedder, reranker, embedder_path: Path, reranke
         rag.close()
 
 
+def set_number(page, label: str, value: int) -> None:
+    """Set a slider through its number box, and wait until the slider holds it (an event fired earlier would
+    still read the old value)."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_label(f"number input for {label}")
+    box.fill(str(value))
+    box.press("Enter")
+    box.blur()  # commit the value to the slider before the next event reads it
+    expect(box).to_have_value(str(value))
+    expect(page.get_by_label(f"range slider for {label}")).to_have_value(str(value))
+
+
 def launch_chromium(playwright):
     """Headless Chromium; a missing browser fails the test run (it must not skip silently)."""
     if not Path(CHROMIUM).exists():

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from rag.ui.formatting import TABLE_HEADERS
-from tests.browser_helpers import running_app
+from tests.browser_helpers import running_app, set_number
 from tests.openai_server import OpenAIServer
 
 pytestmark = pytest.mark.browser
@@ -98,15 +98,6 @@ def table_rows(page: Page) -> list[dict[str, str]]:
         row, col = int(cell.get_attribute("data-row")), int(cell.get_attribute("data-col"))
         rows.setdefault(row, {})[TABLE_HEADERS[col]] = cell.inner_text().strip()
     return [rows[r] for r in sorted(rows)]
-
-
-def set_number(page: Page, label: str, value: int) -> None:
-    box = page.get_by_label(f"number input for {label}")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()  # commit the value to the slider before the next event reads it
-    expect(box).to_have_value(str(value))
-    expect(page.get_by_label(f"range slider for {label}")).to_have_value(str(value))
 
 
 def test_upload_ask_inspect_scores_plot_streamed_answer_and_citation(new_page, tmp_path, llm):

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser_helpers import set_number
 from tests.reliability.helpers import call_fn_index, no_traceback, offline_chunk_counts
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -74,9 +75,7 @@ def test_hostile_documents_and_names_show_as_text_and_nothing_runs(browser, app,
     expect(page.locator("#rag-documents")).to_contain_text("onerror=window.__x8=1.md")
     page.get_by_role("tab", name="Chat").click()
     page.click("text=Settings (apply")
-    box = page.get_by_label("number input for top_n: passages sent to the LLM")
-    box.fill("10")
-    box.press("Enter")
+    set_number(page, "top_n: passages sent to the LLM", 10)  # every passage gets a card
     ask(page, "kelp payload html body")
     cards = page.locator("#rag-cards")
     expect(cards).to_contain_text("<script>window.__x1 = 1")
