@@ -56,17 +56,26 @@ def running_app(data_dir: Path, embedder, reranker, embedder_path: Path, reranke
         rag.close()
 
 
-def set_number(page, label: str, value: int) -> None:
+def set_number(page, label: str, value: int, attempts: int = 3) -> None:
     """Set a slider through its number box, and wait until the slider holds it (an event fired earlier would
-    still read the old value)."""
+    still read the old value). A slider that is still mounting (an accordion just opened) can put its initial
+    value back after the first fill, so the fill is retried."""
     from playwright.sync_api import expect
 
     box = page.get_by_label(f"number input for {label}")
-    box.fill(str(value))
-    box.press("Enter")
-    box.blur()  # commit the value to the slider before the next event reads it
-    expect(box).to_have_value(str(value))
-    expect(page.get_by_label(f"range slider for {label}")).to_have_value(str(value))
+    slider = page.get_by_label(f"range slider for {label}")
+    slider.wait_for(state="visible")
+    for attempt in range(1, attempts + 1):
+        box.fill(str(value))
+        box.press("Enter")
+        box.blur()  # commit the value to the slider before the next event reads it
+        try:
+            expect(box).to_have_value(str(value), timeout=2000)
+            expect(slider).to_have_value(str(value), timeout=2000)
+            return
+        except AssertionError:
+            if attempt == attempts:
+                raise
 
 
 def launch_chromium(playwright):
