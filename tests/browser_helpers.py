@@ -56,6 +56,20 @@ def running_app(data_dir: Path, embedder, reranker, embedder_path: Path, reranke
         rag.close()
 
 
+PAGE_TIMEOUT_MS = 30_000
+
+
+def open_page(browser, url: str, dialogs: list[str]):
+    """A page in a fresh browser context (its own Gradio session), loaded; JS dialogs are recorded."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(url)
+    page.wait_for_selector("#rag-question textarea")
+    return page
+
+
 def set_number(page, label: str, value: int, attempts: int = 3) -> None:
     """Set a slider through its number box, and wait until the slider holds it (an event fired earlier would
     still read the old value). A slider that is still mounting (an accordion just opened) can put its initial

@@ -13,12 +13,11 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from rag.ui.formatting import TABLE_HEADERS
-from tests.browser_helpers import running_app, set_number
+from tests.browser_helpers import open_page, running_app, set_number
 from tests.openai_server import OpenAIServer
 
 pytestmark = pytest.mark.browser
 
-TIMEOUT_MS = 30_000
 REPLY = "Otters hold hands while they sleep [1] and float on their backs [2]."
 XSS_DOC = """# Injected document
 
@@ -50,17 +49,12 @@ def new_page(browser, app, dialogs):
     """Pages in fresh browser contexts (separate Gradio sessions); any JS dialog is recorded."""
     contexts = []
 
-    def open_page() -> Page:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-        page.goto(app.url)
-        page.wait_for_selector("#rag-question textarea")
+    def new() -> Page:
+        page = open_page(browser, app.url, dialogs)
+        contexts.append(page.context)
         return page
 
-    yield open_page
+    yield new
     for context in contexts:
         context.close()
 

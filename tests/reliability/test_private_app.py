@@ -11,12 +11,11 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser_helpers import set_number
+from tests.browser_helpers import open_page, set_number
 from tests.reliability.helpers import call_fn_index, no_traceback, offline_chunk_counts
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-TIMEOUT_MS = 30_000
 SECRET = "Zebracorn-7731 is the private launch code of Alice"
 MARKER = "Quokkalith"  # only in the private document, never in a query
 HOSTILE_MD = "\n".join([
@@ -38,16 +37,6 @@ def app(make_app):
     return make_app("private-app", shared=False)
 
 
-def open_page(browser, app, dialogs):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(app.url)
-    page.wait_for_selector("#rag-question textarea")
-    return page
-
-
 def upload(page, files: list[dict]) -> None:
     page.get_by_role("tab", name="Knowledge").click()
     page.set_input_files("#rag-upload input[type=file]", files)
@@ -64,7 +53,7 @@ def ask(page, question: str) -> None:
 
 def test_hostile_documents_and_names_show_as_text_and_nothing_runs(browser, app, fresh_llm):
     dialogs: list[str] = []
-    page = open_page(browser, app, dialogs)
+    page = open_page(browser, app.url, dialogs)
     fresh_llm.reply = "Answer <script>window.__x1=1</script> <img src=x onerror=window.__x2=1> [1]"
     evil_name = "<img src=x onerror=window.__x8=1>.md"
     upload(page, [{"name": evil_name, "mimeType": "text/markdown", "buffer": b"# Kelp\n\nKelp by name."},
@@ -91,7 +80,7 @@ def test_hostile_documents_and_names_show_as_text_and_nothing_runs(browser, app,
 
 
 def test_bad_queries_in_the_page_get_a_reply_or_a_message_never_a_traceback(browser, app, fresh_llm):
-    page = open_page(browser, app, [])
+    page = open_page(browser, app.url, [])
     for n, question in enumerate(["otters " * 16_667, "\x01\x07 otters \x1b[31m", "🦦🌊", "海獭为什么牵手"], 1):
         page.fill("#rag-question textarea", question)
         page.click("#rag-ask")
@@ -117,13 +106,13 @@ def _component_value(component: dict, query: str):
 
 def test_another_session_never_gets_the_upload_through_any_endpoint_and_it_goes_with_the_session(
         browser, app, fresh_llm):
-    alice = open_page(browser, app, [])
+    alice = open_page(browser, app.url, [])
     upload(alice, [{"name": "alice-secret.md", "mimeType": "text/markdown",
                     "buffer": f"# Private\n\n{SECRET}, sealed {MARKER}. Walrus notes.".encode()}])
     ask(alice, "private launch code of Alice")  # Alice herself finds it
     expect(alice.locator("#rag-candidates")).to_contain_text("alice-secret.md")  # 8 visible chunks, top_k 10
 
-    bob = open_page(browser, app, [])
+    bob = open_page(browser, app.url, [])
     bob.get_by_role("tab", name="Knowledge").click()
     expect(bob.locator("#rag-documents")).to_contain_text("corpus.md")
     expect(bob.locator("#rag-documents")).not_to_contain_text("alice-secret")
