@@ -11,8 +11,8 @@ import os
 from typing import Mapping, Sequence
 
 from rag import RAG, Settings
-from rag.errors import ModelLoadError
-from rag.store import StoreError
+from rag.errors import RAGError
+from rag.settings import env_int
 
 log = logging.getLogger("app")
 
@@ -59,7 +59,7 @@ def server_address(args: argparse.Namespace, env: Mapping[str, str] | None = Non
     """Flags, then GRADIO_SERVER_NAME/PORT (and PORT), then 0.0.0.0 on Spaces (SPACE_ID set) or localhost."""
     env = os.environ if env is None else env
     host = args.host or env.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1")
-    port = args.port or int(env.get("GRADIO_SERVER_PORT") or env.get("PORT") or DEFAULT_PORT)
+    port = args.port or env_int("GRADIO_SERVER_PORT", 0, env) or env_int("PORT", DEFAULT_PORT, env)
     return host, port
 
 
@@ -101,17 +101,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.mcp:
         check_mcp()
-    settings = settings_from_args(args)
-    host, port = server_address(args)
-    try:
+    try:  # settings are checked, and the data folder or server reached, before the models load
+        settings = settings_from_args(args)
+        host, port = server_address(args)
         demo, _ = create_app(settings, default_kb=not args.no_default_kb, judgments_file=args.judgments_file)
-    except (StoreError, ModelLoadError) as exc:  # the message says what to change
+    except RAGError as exc:  # the message says what to change: one line, no traceback
         raise SystemExit(f"error: {exc}") from None
     from rag.ui import launch_options
     from rag.ui.serving import queue_options
 
-    demo.queue(**queue_options()).launch(server_name=host, server_port=port, mcp_server=True if args.mcp else None,
-                        max_file_size=MAX_UPLOAD, **launch_options())
+    demo.queue(**queue_options(settings)).launch(server_name=host, server_port=port,
+                                                 mcp_server=True if args.mcp else None, max_file_size=MAX_UPLOAD,
+                                                 **launch_options())
 
 
 if __name__ == "__main__":

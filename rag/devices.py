@@ -6,6 +6,8 @@ elsewhere fp32, because emulated bf16 is slower than fp32 (see docs/benchmarks.m
 """
 from __future__ import annotations
 
+from .errors import SettingsError
+
 import functools
 import logging
 import warnings
@@ -72,11 +74,11 @@ def resolve_precision(dtype: str, device: str, stored: str | None = None) -> Pre
         return Precision(torch.bfloat16, bf16_weights=True)
     if dtype == "int8":
         if device != "cpu":
-            raise ValueError("dtype='int8' is a CPU path (dynamic quantisation); use bf16/fp16 on GPUs.")
+            raise SettingsError("dtype='int8' is a CPU path (dynamic quantisation); use bf16/fp16 on GPUs.")
         return Precision(torch.float32, int8=True)
     if dtype != "auto":
         if dtype not in names:
-            raise ValueError(f"dtype={dtype!r}: use auto, fp32, bf16, fp16, bf16w (bf16 weights, fp32 compute) or int8 (CPU).")
+            raise SettingsError(f"dtype={dtype!r} (RAG_DTYPE): use auto, fp32, bf16, fp16, bf16w (bf16 weights, fp32 compute) or int8 (CPU).")
         return Precision(names[dtype])
     if device.startswith("cuda"):
         return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)

@@ -8,6 +8,8 @@ Linear layers of a model this class loads.
 """
 from __future__ import annotations
 
+from .errors import SettingsError
+
 import logging
 import threading
 from collections import OrderedDict
@@ -76,7 +78,7 @@ class SentenceTransformerEmbedder:
         self.model = model or self._load(model_name, max_tokens)
         self.full_dim = int(self.model.get_embedding_dimension())
         if dim is not None and not 32 <= dim <= self.full_dim:
-            raise ValueError(f"embedding_dim={dim} is outside 32..{self.full_dim} for {model_name}; "
+            raise SettingsError(f"embedding_dim={dim} (RAG_EMBEDDING_DIM) is outside 32..{self.full_dim} for {model_name}; "
                              f"pick a Matryoshka size in that range or None for the full {self.full_dim}.")
         self.dim = dim or self.full_dim
         # Models without instructions (MiniLM, ...) get their own query prompt, if any, not Qwen's.

@@ -1,11 +1,41 @@
-"""Errors users can act on: each message says what to change."""
+"""Errors users can act on. Every error of ours derives from `RAGError`, whose message says what to change;
+`user_message` is the one mapping from any exception to what a page, an API caller or the CLI shows."""
 from __future__ import annotations
 
 import contextlib
+import logging
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED = "Something went wrong ({kind}). Try again; if it keeps happening, see the server log."
 
 
-class ModelLoadError(RuntimeError):
+class RAGError(Exception):
+    """Base of the project's errors: the message is meant for the user and says how to fix the problem."""
+
+
+class SettingsError(RAGError, ValueError):
+    """A setting (environment variable, flag or `Settings` field) has a value it can't take."""
+
+
+class ModelLoadError(RAGError, RuntimeError):
     """A model could not be loaded (no network to the hub, a wrong name or folder)."""
+
+
+class StoreError(RAGError, RuntimeError):
+    """The vector store can't be used as configured; the message says what to change."""
+
+
+class InputError(RAGError, ValueError):
+    """A request can't be served as asked (an empty question, an unknown passage, a bad session)."""
+
+
+def user_message(exc: BaseException) -> str:
+    """What to show for `exc`: our own messages as they are (they are written for users); anything else —
+    numpy, pymilvus, torch internals — only by its type, with a pointer to the log (which has the traceback)."""
+    if isinstance(exc, RAGError):
+        return str(exc)
+    return UNEXPECTED.format(kind=type(exc).__name__)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,8 @@ snippet that the relevant chunk contains. Each item counts once: a document is f
 """
 from __future__ import annotations
 
+from .errors import InputError
+
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 STAGES = ("dense", "reranked")
 
 
-class JudgmentError(ValueError):
+class JudgmentError(InputError):
     """A judgments file line can't be read; the message names the line and the expected form."""
 
 

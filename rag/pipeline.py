@@ -9,7 +9,7 @@ from typing import Sequence
 from .embedder import Embedder, SentenceTransformerEmbedder
 from .reranker import Qwen3Reranker, Reranker
 from .settings import Settings
-from .store import Store
+from .store import Store, make_client
 from .types import SHARED_OWNER, Candidate, Retrieval
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,9 @@ def make_reranker(settings: Settings) -> Reranker | None:
                          batch_size=settings.rerank_batch_size, max_tokens=settings.max_rerank_tokens)
 
 
-def make_store(settings: Settings, dim: int) -> Store:
+def make_store(settings: Settings, dim: int, client=None) -> Store:
     return Store(str(settings.milvus_uri), settings.collection, dim, token=settings.milvus_token,
-                 embedding_model=settings.embedding_model)
+                 embedding_model=settings.embedding_model, client=client)
 
 
 class RAG:
@@ -40,9 +40,18 @@ class RAG:
     def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None,
                  reranker: Reranker | None = None, store: Store | None = None):
         self.settings = settings or Settings.from_env()
-        self.embedder = embedder or make_embedder(self.settings)
-        self.reranker = reranker if reranker is not None else make_reranker(self.settings)
-        self.store = store or make_store(self.settings, self.embedder.dim)
+        # Connect first: a wrong path, a locked database or an unreachable server is reported in seconds,
+        # before minutes of model loading.
+        client = None if store is not None else make_client(str(self.settings.milvus_uri),
+                                                            self.settings.milvus_token)
+        try:
+            self.embedder = embedder or make_embedder(self.settings)
+            self.reranker = reranker if reranker is not None else make_reranker(self.settings)
+            self.store = store or make_store(self.settings, self.embedder.dim, client)
+        except BaseException:
+            if client is not None:
+                client.close()  # release Milvus Lite's lock for the caller's next try
+            raise
 
     # --- retrieval ------------------------------------------------------------------------------
     def dense_search(self, query: str, top_k: int | None = None, query_instruction: str | None = None,

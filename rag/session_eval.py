@@ -7,6 +7,8 @@ candidate's id): 2 = relevant, 1 = partly relevant, 0 = not relevant.
 """
 from __future__ import annotations
 
+from .errors import InputError
+
 import json
 import os
 import tempfile
@@ -97,9 +99,9 @@ class SessionJudgments:
     def grade(self, retrieval: Retrieval, chunk_id: str, grade: int) -> JudgedQuestion:
         chunk_id = str(chunk_id)
         if grade not in GRADES:
-            raise ValueError(f"A grade is 0, 1 or 2, not {grade!r}.")
+            raise InputError(f"A grade is 0, 1 or 2, not {grade!r}.")
         if chunk_id not in {str(c.chunk_id) for c in retrieval.candidates}:
-            raise ValueError("That passage is not among this question's candidates; select a row again.")
+            raise InputError("That passage is not among this question's candidates; select a row again.")
         question = self.questions.get(retrieval.query)
         if question is None:
             question = self.questions[retrieval.query] = JudgedQuestion(retrieval.query, retrieval)

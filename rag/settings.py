@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from .errors import SettingsError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -51,6 +57,10 @@ class Settings:
     llm_timeout: float = 60.0  # seconds before a request to the LLM gives up
     # --- app ----------------------------------------------------------------------------------------
     shared_uploads: bool = False  # True: uploads are visible to everyone and persist
+    chat_concurrency: int = 8  # chat turns and /ask, /retrieve calls running at once (rag/ui/serving.py)
+    ingest_concurrency: int = 1  # uploads running at once: embedding saturates the CPU/GPU
+    default_concurrency: int = 4  # any other event (listing, deleting, selecting a row)
+    queue_max_size: int = 64  # requests waiting beyond these are refused with "queue full"
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -58,11 +68,35 @@ class Settings:
             self.milvus_uri = str(self.data_dir / "milvus.db")
         if self.reranker_model is not None and self.reranker_model.strip().lower() in ("", "none", "off"):
             self.reranker_model = None
+        self._validate()
+
+    def _validate(self) -> None:
+        """Ranges and choices, each error naming the variable and what it accepts."""
         if self.embedding_dim is not None and not 32 <= self.embedding_dim <= 4096:
-            raise ValueError(f"embedding_dim={self.embedding_dim}: use a Matryoshka size from 32 to the "
-                             "model's full dimension (1024 for Qwen3-Embedding-0.6B), or None for full size.")
-        if self.top_k < 1 or self.top_n < 1:
-            raise ValueError("top_k and top_n must be at least 1.")
+            raise SettingsError(f"{describe('embedding_dim', self.embedding_dim)}: use a Matryoshka size from 32 "
+                                "to the model's full dimension (1024 for Qwen3-Embedding-0.6B), or none for full "
+                                "size.")
+        for name in ("top_k", "top_n", "embed_batch_size", "rerank_batch_size", "max_tokens", "chat_concurrency",
+                     "ingest_concurrency", "default_concurrency", "queue_max_size"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{describe(name, getattr(self, name))}: use a whole number of at least 1.")
+        for name in ("max_rerank_tokens", "max_embed_tokens", "chunk_tokens"):
+            if getattr(self, name) < 32:
+                raise SettingsError(f"{describe(name, getattr(self, name))}: use at least 32 tokens.")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens:
+            raise SettingsError(f"{describe('chunk_overlap', self.chunk_overlap)}: use 0 up to chunk_tokens - 1 "
+                                f"({self.chunk_tokens - 1}).")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise SettingsError(f"{describe('temperature', self.temperature)}: use a number from 0 to 2.")
+        if not self.llm_timeout > 0:
+            raise SettingsError(f"{describe('llm_timeout', self.llm_timeout)}: use a number of seconds above 0.")
+        if self.dtype not in DTYPES:
+            raise SettingsError(f"{describe('dtype', self.dtype)}: use one of {', '.join(DTYPES)}.")
+        if not DEVICE.fullmatch(self.device):
+            raise SettingsError(f"{describe('device', self.device)}: use auto, cpu, cuda, cuda:N or mps.")
+        if not self.collection or not COLLECTION.fullmatch(self.collection):
+            raise SettingsError(f"{describe('collection', self.collection)}: a Milvus collection name starts "
+                                "with a letter or _ and holds only letters, digits and _ (255 at most).")
 
     @property
     def is_local_milvus(self) -> bool:
@@ -70,37 +104,100 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
-        """Read `RAG_<FIELD>` (and OPENAI_API_KEY / OPENAI_BASE_URL); keyword overrides win."""
+        """Read `RAG_<FIELD>` (and OPENAI_API_KEY / OPENAI_BASE_URL); keyword overrides win. A value that
+        can't be read raises `SettingsError` naming the variable and what it accepts."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = env.get(f"RAG_{f.name.upper()}")
+            raw = env.get(env_name(f.name))
             if raw is not None:
-                values[f.name] = _parse(f, raw)
+                values[f.name] = parse_value(env_name(f.name), raw, str(f.type))
         if "openai_api_key" not in values and env.get("OPENAI_API_KEY"):
             values["openai_api_key"] = env["OPENAI_API_KEY"]
         if "llm_base_url" not in values and env.get("OPENAI_BASE_URL"):
             values["llm_base_url"] = env["OPENAI_BASE_URL"]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        warn_unknown_variables(env)
         return cls(**values)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
 
-def _parse(f: dataclasses.Field, raw: str) -> Any:
-    """Turn an environment string into the field's type (ints, floats, bools, optional values)."""
-    kind = str(f.type)
-    if raw.strip().lower() in ("none", "") and "None" in kind:
+# --- reading values -------------------------------------------------------------------------------
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off")
+DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "bf16w", "int8")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+# RAG_* variables read outside `Settings` (ingest limits, queue sizes, the default knowledge base).
+OTHER_VARIABLES = {"RAG_DEFAULT_KB", "RAG_MAX_FILE_MB", "RAG_MAX_PDF_PAGES", "RAG_MAX_ZIP_ENTRIES", "RAG_MAX_ZIP_MB",
+                   "RAG_MAX_ZIP_RATIO"}
+
+
+def env_name(field_name: str) -> str:
+    return f"RAG_{field_name.upper()}"
+
+
+def describe(field_name: str, value: Any) -> str:
+    """How an error names a setting: the field, its environment variable and the value it got."""
+    return f"{field_name}={value!r} ({env_name(field_name)})"
+
+
+def parse_value(name: str, raw: str, kind: str) -> Any:
+    """Turn the text of variable `name` into a value of annotation `kind` ("int", "float | None", "bool",
+    "Path", "str", ...); a value that doesn't read as that kind raises `SettingsError` saying what would."""
+    text = raw.strip()
+    optional = "None" in kind
+    base = kind.replace("| None", "").strip()
+    if optional and text.lower() in ("", "none"):
         return None
-    if kind.startswith("int"):
-        return int(raw)
-    if kind.startswith("float"):
-        return float(raw)
-    if kind.startswith("bool"):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if kind.startswith("Path"):
-        return Path(raw)
-    if kind.startswith("int |"):
-        return int(raw)
+    try:
+        if base == "int":
+            return int(text)
+        if base == "float":
+            return float(text)
+    except ValueError:
+        what = "a whole number" if base == "int" else "a number"
+        hint = " (or none)" if optional else ""
+        raise SettingsError(f"{name}={raw!r} is not {what}: set it to {what}{hint}, or unset it for the "
+                            "default.") from None
+    if base == "bool":
+        if text.lower() in TRUE:
+            return True
+        if text.lower() in FALSE:
+            return False
+        raise SettingsError(f"{name}={raw!r} is not a yes/no value: use true or false (1/0, yes/no and on/off "
+                            "work too), or unset it for the default.")
+    if base == "Path":
+        return Path(text)
     return raw
+
+
+def env_int(name: str, default: int, env: Mapping[str, str] | None = None, minimum: int = 1) -> int:
+    """An integer variable outside `Settings` (queue sizes, limits), read with the same rules and errors."""
+    env = os.environ if env is None else env
+    if name not in env:
+        return default
+    value = parse_value(name, env[name], "int")
+    if value < minimum:
+        raise SettingsError(f"{name}={env[name]!r}: use a whole number of at least {minimum}.")
+    return value
+
+
+def env_float(name: str, default: float, env: Mapping[str, str] | None = None) -> float:
+    env = os.environ if env is None else env
+    if name not in env:
+        return default
+    value = parse_value(name, env[name], "float")
+    if not value > 0:
+        raise SettingsError(f"{name}={env[name]!r}: use a number above 0.")
+    return value
+
+
+def warn_unknown_variables(env: Mapping[str, str]) -> None:
+    """A misspelt RAG_ variable would otherwise be ignored without a word."""
+    known = {env_name(f.name) for f in dataclasses.fields(Settings)} | OTHER_VARIABLES
+    for name in sorted(k for k in env if k.startswith("RAG_") and k not in known and not k.startswith("RAG_TEST_")):
+        log.warning("ignoring unknown environment variable %s (the RAG_* settings are listed in rag/settings.py)",
+                    name)

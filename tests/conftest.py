@@ -89,3 +89,10 @@ def browser():
         chromium = launch_chromium(playwright)
         yield chromium
         chromium.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser and reliability (app-subprocess) tests are end-to-end: `pytest -m "not e2e"` is the fast loop."""
+    for item in items:
+        if item.get_closest_marker("browser") or "reliability" in item.path.parts:
+            item.add_marker(pytest.mark.e2e)

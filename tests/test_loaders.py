@@ -108,3 +108,40 @@ def test_zip_entry_and_size_limits(tmp_path):
 def test_not_a_zip(tmp_path):
     with pytest.raises(CorruptDocumentError, match="zip"):
         list(iter_zip(b"not a zip at all", "fake.zip", IngestLimits(), lambda n: True))
+
+
+def test_a_file_just_over_the_limit_shows_sizes_that_differ(tmp_path):
+    """A file one byte over 50 MB must not read "is 50.0 MB; the limit is 50.0 MB"."""
+    from rag.loaders.limits import MB, over_limit
+
+    assert over_limit(50 * MB + 1, 50 * MB) == ("52,428,801 bytes", "52,428,800 bytes")
+    assert over_limit(int(50.02 * MB), 50 * MB) == ("50.02 MB", "50.00 MB")
+    assert over_limit(80 * MB, 50 * MB) == ("80.0 MB", "50.0 MB")
+    path = tmp_path / "big.md"
+    path.write_bytes(b"# big\n\n" + b"x" * 2041)  # 2,048 bytes against a 2,047-byte limit
+    with pytest.raises(LimitExceededError) as caught:
+        _load(path, IngestLimits(max_file_bytes=2047))
+    assert "big.md is 2.000 KB; the limit is 1.999 KB per file" in str(caught.value)
+
+
+@pytest.mark.parametrize("part", ["word/document.xml", "[Content_Types].xml"])
+def test_a_damaged_docx_says_it_is_not_a_valid_word_file(tmp_path, part):
+    import io
+    import zipfile
+
+    good = files.write_docx(tmp_path).read_bytes()
+    damaged = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as source, zipfile.ZipFile(damaged, "w") as target:
+        for item in source.infolist():
+            target.writestr(item, b"<w:document garbage" if item.filename == part else source.read(item.filename))
+    with pytest.raises(CorruptDocumentError) as caught:
+        load_document("report.docx", damaged.getvalue())
+    message = str(caught.value)
+    assert "report.docx is not a valid Word file" in message and "save it again" in message
+    assert "XMLSyntaxError" in message or "KeyError" in message  # the kind of damage, not a raw parser dump
+    assert "line 1, column" not in message
+
+
+def test_a_file_that_is_not_a_zip_is_not_a_valid_word_file():
+    with pytest.raises(CorruptDocumentError, match=r"old\.docx is not a valid Word file.*\.doc files are not"):
+        load_document("old.docx", b"\xd0\xcf\x11\xe0 an OLE2 .doc file")

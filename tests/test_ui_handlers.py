@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import gradio as gr
 import pandas as pd
 import pytest
 
@@ -277,3 +278,15 @@ def test_api_results_are_json_friendly(loaded_rag, tiny_settings, openai_server)
     json.dumps(answered)
     assert answered["answer"] == "Lava [1]." and answered["citations"][0]["number"] == 1
     assert "generate" in answered["retrieval"]["timings"]
+
+
+@pytest.mark.parametrize("session", ["x" * 5000, 'a" or owner != "', "../../etc", "sess ion"])
+def test_a_malformed_session_id_is_a_clear_message_not_a_milvus_error(tiny_rag, tiny_settings, tmp_path, session):
+    kb = KnowledgeHandlers(tiny_rag, tiny_settings)
+    good = upload_file(tmp_path, "notes.md", "# Notes\n\nQuarterly notes about penguins and ice.")
+    with pytest.raises(gr.Error) as caught:
+        kb.upload([good], request(session))
+    assert "malformed session id" in str(caught.value) and "Reload the page" in str(caught.value)
+    assert tiny_rag.store.documents() == []  # nothing was written
+    with pytest.raises(gr.Error, match="malformed session id"):
+        run_ask(ChatHandlers(tiny_rag, tiny_settings, Answerer(tiny_settings)), "penguins", session=session)

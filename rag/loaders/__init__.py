@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 from .document import LoadedDocument
 from .errors import (BinaryContentError, CorruptDocumentError, EmptyDocumentError, EncryptedDocumentError,
                      LimitExceededError, LoaderError, UnsafeArchiveError, UnsupportedFormatError)
-from .limits import IngestLimits, human_size
+from .limits import IngestLimits, over_limit
 
 LOADERS = {  # suffix -> "module:function" in this package, imported on first use
     ".md": "text:load_text", ".markdown": "text:load_text", ".txt": "text:load_text",
@@ -59,6 +59,6 @@ def read_limited(path: Path, name: str, limits: IngestLimits) -> bytes:
 
 def _check_size(name: str, size: int, limits: IngestLimits) -> None:
     if size > limits.max_file_bytes:
-        raise LimitExceededError(f"{name} is {human_size(size)}; the limit is "
-                                 f"{human_size(limits.max_file_bytes)} per file. Split it, or raise "
+        shown, limit = over_limit(size, limits.max_file_bytes)
+        raise LimitExceededError(f"{name} is {shown}; the limit is {limit} per file. Split it, or raise "
                                  "RAG_MAX_FILE_MB.")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import CorruptDocumentError, LimitExceededError, LoaderError, UnsafeArchiveError
-from .limits import IngestLimits, human_size
+from .limits import IngestLimits, human_size, over_limit
 
 
 @dataclass
@@ -64,15 +64,17 @@ def _check_archive(infos: list[zipfile.ZipInfo], name: str, limits: IngestLimits
                                  "Split it into smaller archives or raise RAG_MAX_ZIP_ENTRIES.")
     declared = sum(i.file_size for i in infos)
     if declared > limits.max_zip_bytes:
-        raise LimitExceededError(f"{name} expands to {human_size(declared)}; the limit is "
-                                 f"{human_size(limits.max_zip_bytes)}. Split it or raise RAG_MAX_ZIP_MB.")
+        shown, limit = over_limit(declared, limits.max_zip_bytes)
+        raise LimitExceededError(f"{name} expands to {shown}; the limit is {limit}. Split it or raise "
+                                 "RAG_MAX_ZIP_MB.")
 
 
 def _read(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, limits: IngestLimits) -> bytes:
     member = info.filename
     if info.file_size > limits.max_file_bytes:
-        raise LimitExceededError(f"{name}: {member} is {human_size(info.file_size)} uncompressed; the limit "
-                                 f"is {human_size(limits.max_file_bytes)} per file (RAG_MAX_FILE_MB).")
+        shown, limit = over_limit(info.file_size, limits.max_file_bytes)
+        raise LimitExceededError(f"{name}: {member} is {shown} uncompressed; the limit is {limit} per file "
+                                 "(RAG_MAX_FILE_MB).")
     ratio = info.file_size / max(1, info.compress_size)
     if ratio > limits.max_zip_ratio:
         raise LimitExceededError(f"{name}: {member} expands {ratio:.0f}x (limit {limits.max_zip_ratio:.0f}x), "

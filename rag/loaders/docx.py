@@ -13,22 +13,33 @@ HEADING_STYLE = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
 
 def load_docx(data: bytes, name: str, limits=None) -> LoadedDocument:
     document = _open(data, name)
-    blocks = [_block(item) for item in document.iter_inner_content()]
+    try:
+        blocks = [_block(item) for item in document.iter_inner_content()]
+        title = (document.core_properties.title or "").strip()
+    except Exception as exc:  # noqa: BLE001 - a damaged part surfaces as lxml/KeyError/... deep inside
+        raise _damaged(name, exc) from exc
     text = "\n\n".join(b for b in blocks if b)
     if not text.strip():
         raise EmptyDocumentError(f"{name} has no text in its body (only images or empty?).")
-    return LoadedDocument(text=text, title=(document.core_properties.title or "").strip())
+    return LoadedDocument(text=text, title=title)
 
 
 def _open(data: bytes, name: str):
     import docx
-    from docx.opc.exceptions import PackageNotFoundError
 
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise CorruptDocumentError(f"{name} is not a valid Word file (a .docx is a zip package, and this is not "
+                                   "one). Old .doc files are not supported: save it as .docx (or PDF) and upload "
+                                   "it again.")
     try:
         return docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise CorruptDocumentError(f"{name} is not a readable .docx file ({exc}). Old .doc files are not "
-                                   "supported: save it as .docx (or PDF) and upload it again.") from exc
+    except Exception as exc:  # noqa: BLE001 - python-docx raises lxml, KeyError, ValueError, ... for damage
+        raise _damaged(name, exc) from exc
+
+
+def _damaged(name: str, exc: Exception) -> CorruptDocumentError:
+    return CorruptDocumentError(f"{name} is not a valid Word file: its contents are damaged ({type(exc).__name__}). "
+                                "Open it in Word or LibreOffice and save it again as .docx, or upload a PDF.")
 
 
 def _block(item) -> str:

@@ -1,8 +1,10 @@
 """Why a file could not become text. Every message names the file's problem and what to do about it."""
 from __future__ import annotations
 
+from ..errors import RAGError
 
-class LoaderError(Exception):
+
+class LoaderError(RAGError):
     """A file can't be turned into text; the message says why and how to fix it."""
 
 

@@ -1,9 +1,10 @@
 """Size limits that keep one hostile or huge upload from exhausting memory or time."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Mapping
+
+from ..settings import env_float, env_int
 
 MB = 1024 * 1024
 
@@ -19,24 +20,27 @@ class IngestLimits:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "IngestLimits":
         """`RAG_MAX_FILE_MB`, `RAG_MAX_PDF_PAGES`, `RAG_MAX_ZIP_ENTRIES`, `RAG_MAX_ZIP_MB`, `RAG_MAX_ZIP_RATIO`."""
-        env = os.environ if env is None else env
-        values: dict = {}
-        if "RAG_MAX_FILE_MB" in env:
-            values["max_file_bytes"] = int(float(env["RAG_MAX_FILE_MB"]) * MB)
-        if "RAG_MAX_PDF_PAGES" in env:
-            values["max_pdf_pages"] = int(env["RAG_MAX_PDF_PAGES"])
-        if "RAG_MAX_ZIP_ENTRIES" in env:
-            values["max_zip_entries"] = int(env["RAG_MAX_ZIP_ENTRIES"])
-        if "RAG_MAX_ZIP_MB" in env:
-            values["max_zip_bytes"] = int(float(env["RAG_MAX_ZIP_MB"]) * MB)
-        if "RAG_MAX_ZIP_RATIO" in env:
-            values["max_zip_ratio"] = float(env["RAG_MAX_ZIP_RATIO"])
-        return cls(**values)
+        default = cls()
+        return cls(max_file_bytes=int(env_float("RAG_MAX_FILE_MB", default.max_file_bytes / MB, env) * MB),
+                   max_pdf_pages=env_int("RAG_MAX_PDF_PAGES", default.max_pdf_pages, env),
+                   max_zip_entries=env_int("RAG_MAX_ZIP_ENTRIES", default.max_zip_entries, env),
+                   max_zip_bytes=int(env_float("RAG_MAX_ZIP_MB", default.max_zip_bytes / MB, env) * MB),
+                   max_zip_ratio=env_float("RAG_MAX_ZIP_RATIO", default.max_zip_ratio, env))
 
 
-def human_size(n: int) -> str:
+def human_size(n: float, decimals: int = 1) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.{decimals}f} {unit}"
         n /= 1024
     return f"{n} bytes"
+
+
+def over_limit(size: int, limit: int) -> tuple[str, str]:
+    """`size` and `limit` as text precise enough to tell apart: a file one byte over 50 MB must not read
+    "is 50.0 MB; the limit is 50.0 MB"."""
+    for decimals in (1, 2, 3):
+        shown = human_size(size, decimals), human_size(limit, decimals)
+        if shown[0] != shown[1]:
+            return shown
+    return f"{size:,} bytes", f"{limit:,} bytes"

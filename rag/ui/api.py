@@ -5,6 +5,7 @@ import logging
 from contextlib import contextmanager
 
 from ..answer import Answerer
+from ..errors import InputError, RAGError, user_message
 from ..pipeline import RAG
 from ..types import Candidate, Retrieval
 from .service import QueryOptions, final_step, run_turn
@@ -29,7 +30,7 @@ def retrieval_dict(retrieval: Retrieval, timings: dict[str, float] | None = None
 
 def retrieve_json(rag: RAG, query: str, options: QueryOptions) -> dict:
     if not query.strip():
-        raise ValueError("query is empty")
+        raise InputError("The query is empty: pass the text to search for.")
     retrieval = rag.retrieve(query.strip(), options.top_k, options.top_n, options.query_instruction or None,
                              options.rerank_instruction or None, owner=None, use_reranker=options.use_reranker)
     return retrieval_dict(retrieval)
@@ -37,7 +38,7 @@ def retrieve_json(rag: RAG, query: str, options: QueryOptions) -> dict:
 
 def ask_json(rag: RAG, answerer: Answerer, question: str, options: QueryOptions) -> dict:
     if not question.strip():
-        raise ValueError("question is empty")
+        raise InputError("The question is empty: pass the question to answer.")
     step = final_step(run_turn(rag, answerer, question.strip(), None, options))
     answer = step.answer
     return {"question": question.strip(), "answer": answer.text if answer else "",
@@ -50,20 +51,17 @@ def ask_json(rag: RAG, answerer: Answerer, question: str, options: QueryOptions)
 @contextmanager
 def _clear_errors():
     """API callers get a message, never a generic "the app raised an exception" or a traceback: our own
-    errors (an empty query, a store problem) as they are, anything else as a pointer to the server log."""
+    errors as they are, anything else as a pointer to the server log (rag.errors.user_message)."""
     import gradio as gr
-
-    from ..store import StoreError
 
     try:
         yield
     except gr.Error:
         raise
-    except (ValueError, StoreError) as exc:
-        raise gr.Error(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the log gets the traceback
-        log.exception("API request failed")
-        raise gr.Error(f"Something went wrong ({type(exc).__name__}); see the server log.") from None
+        if not isinstance(exc, RAGError):
+            log.exception("API request failed")
+        raise gr.Error(user_message(exc)) from None
 
 
 def register_api(rag: RAG, answerer: Answerer, settings) -> None:
@@ -110,7 +108,7 @@ def register_api(rag: RAG, answerer: Answerer, settings) -> None:
         with _clear_errors():
             return ask_json(rag, answerer, question or "", options)
 
-    from .serving import CHAT
+    from .serving import chat_limits
 
-    gr.api(retrieve, api_name="retrieve", **CHAT)
-    gr.api(ask, api_name="ask", **CHAT)
+    gr.api(retrieve, api_name="retrieve", **chat_limits(settings))
+    gr.api(ask, api_name="ask", **chat_limits(settings))

@@ -6,6 +6,8 @@ The logic lives in `rag.session_eval`; these are the components and thin handler
 """
 from __future__ import annotations
 
+from ..errors import InputError, user_message
+
 import logging
 import re
 import tempfile
@@ -22,7 +24,7 @@ from ..session_eval import (COMPARISON_HEADERS, EXCLUDED_NOTE, GRADES, METRIC_HE
                             query_rows, rerun_judged, session_report, turn_trace)
 from ..settings import Settings
 from ..trace import write_trace
-from .handlers import friendly_error, owner_of
+from .handlers import owner_of
 from .safety import safe_markdown
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,7 @@ class EvaluateHandlers:
         judged = judged or SessionJudgments()
         try:
             question = judged.grade(record.retrieval, selected["chunk_id"], GRADE_OF_LABEL[label])
-        except ValueError as exc:
+        except InputError as exc:
             gr.Warning(str(exc))
             return gr.skip(), str(exc)
         status = (f"Recorded: row {selected['row'] + 1} is {label}. {len(question.grades)} passage(s) graded "
@@ -171,7 +173,7 @@ class EvaluateHandlers:
             report = session_report(judged, top_n=top_n, top_k=top_k)
         except Exception as exc:  # noqa: BLE001
             log.exception("evaluating the judged questions failed")
-            return (f"⚠ Could not compute the metrics: {safe_markdown(friendly_error(exc))}",) + empty
+            return (f"⚠ Could not compute the metrics: {safe_markdown(user_message(exc))}",) + empty
         download = gr.DownloadButton(value=str(self._judgments_path(judged, request)), interactive=True)
         summary = self.summary(judged, top_n, top_k)
         if report is None:
@@ -224,7 +226,7 @@ class EvaluateHandlers:
                                             progress=step, label=f"{label}: ", **common))
         except Exception as exc:  # noqa: BLE001
             log.exception("instruction experiment failed")
-            gr.Warning(f"The experiment failed: {friendly_error(exc)}")
+            gr.Warning(f"The experiment failed: {user_message(exc)}")
             return gr.skip(), gr.skip()
         note = (f"{len(judgments)} judged question(s), top_k {common['top_k']}, top_n {common['top_n']}, "
                 f"reranker {'on' if common['use_reranker'] else 'off'}. Δ = B − A.")

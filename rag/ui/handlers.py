@@ -16,7 +16,7 @@ from ..answer import Answerer
 from ..pipeline import RAG
 from ..session_eval import TurnRecord
 from ..settings import Settings
-from ..store import StoreError
+from ..errors import InputError, user_message
 from ..types import SHARED_OWNER
 from . import formatting as fmt
 from .api import candidate_dict
@@ -39,14 +39,11 @@ STATUS_ICONS = {"ok": "✓ added", "skipped": "= unchanged", "failed": "✗ fail
 
 
 def owner_of(request: gr.Request | None, settings: Settings) -> str:
-    return session_owner(getattr(request, "session_hash", None), settings)
-
-
-def friendly_error(exc: Exception) -> str:
-    """A message for the page: ours are actionable already; anything else points at the server log."""
-    if isinstance(exc, (StoreError, ValueError)):
-        return str(exc)
-    return f"Something went wrong ({type(exc).__name__}). Try again; if it keeps happening, see the server log."
+    """The request's owner; a malformed session id becomes a message on the page (gr.Error), not a trace."""
+    try:
+        return session_owner(getattr(request, "session_hash", None), settings)
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
 
 
 def _with_reply(chat: list[dict], content: str) -> list[dict]:
@@ -120,7 +117,7 @@ class ChatHandlers:
                     return
         except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
             log.exception("answering %r failed", question)
-            message = friendly_error(exc)
+            message = user_message(exc)
             gr.Warning(message)
             yield (_with_reply(chat, "⚠ " + safe_markdown(message)),) + (gr.skip(),) * 6 + (last, gr.skip())
 
@@ -185,7 +182,7 @@ class KnowledgeHandlers:
                                            progress=lambda message, fraction: progress(fraction, desc=message))
         except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
             log.exception("upload failed")
-            gr.Warning(f"Upload failed: {friendly_error(exc)}")
+            gr.Warning(f"Upload failed: {user_message(exc)}")
             return (gr.skip(),) + self.refresh(request) + (None,)
         self._notify(report)
         return (self.report_table(report),) + self.refresh(request) + (None,)
@@ -206,7 +203,7 @@ class KnowledgeHandlers:
                                            progress=lambda message, fraction: progress(fraction, desc=message))
         except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
             log.exception("API upload failed")
-            raise gr.Error(f"Upload failed: {friendly_error(exc)}") from None
+            raise gr.Error(f"Upload failed: {user_message(exc)}") from None
         return {"chunks": report.chunks, "summary": report.summary(),
                 "files": [{"source": f.source, "status": f.status, "chunks": f.chunks, "reason": f.reason}
                           for f in report.files]}
@@ -232,7 +229,7 @@ class KnowledgeHandlers:
             deletable = deletable_documents(self.rag, owner, self.settings)
         except Exception as exc:  # noqa: BLE001
             log.exception("listing documents failed")
-            return gr.skip(), gr.skip(), f"⚠ Could not list the documents: {safe_markdown(friendly_error(exc))}"
+            return gr.skip(), gr.skip(), f"⚠ Could not list the documents: {safe_markdown(user_message(exc))}"
         rows = [[d.source, d.chunks, "everyone" if d.owner == SHARED_OWNER else "this session"] for d in documents]
         choices = [(d.source, d.doc_id) for d in deletable]
         dropdown = gr.Dropdown(choices=choices, value=None, interactive=bool(choices))

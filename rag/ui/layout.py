@@ -14,7 +14,7 @@ from .api import register_api
 from .assets import CITATION_SCRIPT
 from .evaluate import EvaluateHandlers, evaluate_tab, passage_controls, wire as wire_evaluate
 from .handlers import DOCUMENT_HEADERS, REPORT_HEADERS, ChatHandlers, KnowledgeHandlers
-from .serving import CHAT, INGEST
+from .serving import chat_limits, ingest_limits
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def build_app(rag: RAG, settings: Settings | None = None, answerer: Answerer | N
             with gr.Tab("Evaluate", id="evaluate") as eval_tab:
                 ev = evaluate_tab()
         register_api(rag, answerer, settings)  # first: the public names /retrieve and /ask are taken here
-        _wire_chat(ui, chat)
-        _wire_knowledge(demo, kb, knowledge, knowledge_tab)
+        _wire_chat(ui, chat, chat_limits(settings))
+        _wire_knowledge(demo, kb, knowledge, knowledge_tab, ingest_limits(settings))
         wire_evaluate(ui, ev, evaluation, eval_tab)
         demo.load(None, js=CITATION_SCRIPT)
     return demo
@@ -136,16 +136,16 @@ def _inspection_panel(ui: SimpleNamespace) -> None:
         ui.cards = gr.HTML(fmt.passage_cards(None, 0), elem_id="rag-cards")
 
 
-def _wire_chat(ui: SimpleNamespace, chat: ChatHandlers) -> None:
+def _wire_chat(ui: SimpleNamespace, chat: ChatHandlers, limits: dict) -> None:
     knobs = [ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction, ui.rerank_instruction, ui.llm_model,
              ui.temperature]
     outputs = [ui.chatbot, ui.question, ui.table, ui.plot, ui.timings, ui.cards, ui.candidates, ui.last]
     ask = dict(fn=chat.ask, inputs=[ui.question, ui.chatbot, *knobs], outputs=outputs + [ui.turn],
-               api_visibility="private", show_progress="hidden", **CHAT)
+               api_visibility="private", show_progress="hidden", **limits)
     ui.question.submit(**ask, api_name="chat_submit")
     ui.ask.click(**ask, api_name="chat_ask")
     ui.rerun.click(chat.rerun, [ui.last, ui.chatbot, *knobs], outputs + [ui.turn], api_visibility="private",
-                   show_progress="hidden", **CHAT)
+                   show_progress="hidden", **limits)
     ui.clear.click(chat.clear, None, outputs + [ui.full_text], api_visibility="private")
     ui.chatbot.clear(chat.clear, None, outputs + [ui.full_text], api_visibility="private")
     ui.table.select(chat.show_passage, [ui.candidates], [ui.full_text], api_visibility="private")
@@ -175,12 +175,13 @@ def _knowledge_tab() -> SimpleNamespace:
     return kb
 
 
-def _wire_knowledge(demo: gr.Blocks, kb: SimpleNamespace, knowledge: KnowledgeHandlers, tab) -> None:
+def _wire_knowledge(demo: gr.Blocks, kb: SimpleNamespace, knowledge: KnowledgeHandlers, tab,
+                    limits: dict) -> None:
     listing = [kb.documents, kb.choice, kb.summary]
     # first: the public name /upload is taken here (the private handler below is also called "upload")
-    kb.api_add.click(knowledge.api_upload, [kb.api_files], [kb.api_report], api_name="upload", **INGEST)
+    kb.api_add.click(knowledge.api_upload, [kb.api_files], [kb.api_report], api_name="upload", **limits)
     kb.add.click(knowledge.upload, [kb.files], [kb.report, *listing, kb.files], api_visibility="private",
-                 **INGEST)
+                 **limits)
     kb.delete.click(knowledge.delete, [kb.choice], listing, api_visibility="private")
     tab.select(knowledge.refresh, None, listing, api_visibility="private")
     demo.load(knowledge.refresh, None, listing, api_visibility="private")

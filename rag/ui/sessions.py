@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import re
 
+from ..errors import InputError
 from ..pipeline import RAG
 from ..settings import Settings
 from ..types import SHARED_OWNER, DocumentInfo
@@ -10,10 +12,19 @@ from ..types import SHARED_OWNER, DocumentInfo
 log = logging.getLogger(__name__)
 
 
+# Gradio's session hashes are short random strings; anything else was crafted by a client.
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BAD_SESSION = ("This request carries a malformed session id, so it can't be tied to a browser session. "
+               "Reload the page and try again.")
+
+
 def session_owner(session_hash: str | None, settings: Settings) -> str:
-    """The owner for this session's uploads: its session hash, or "" when uploads are shared."""
+    """The owner for this session's uploads: its session hash, or "" when uploads are shared. A session id
+    that isn't one Gradio would make is refused here, before it reaches a Milvus filter."""
     if settings.shared_uploads or not session_hash:
         return SHARED_OWNER
+    if not isinstance(session_hash, str) or not SESSION_ID.fullmatch(session_hash):
+        raise InputError(BAD_SESSION)
     return session_hash
 
 

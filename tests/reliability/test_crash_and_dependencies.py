@@ -13,7 +13,7 @@ from gradio_client import handle_file
 
 from rag import Settings
 from tests.openai_server import refused_base_url
-from tests.reliability.conftest import ROOT
+from tests.app_process import ROOT
 from tests.reliability.helpers import no_traceback, offline_chunk_counts, stored_chunks
 
 pytestmark = pytest.mark.timeout(240)

@@ -12,7 +12,8 @@ from gradio_client import handle_file
 
 from rag.answer.prompt import SYSTEM_PROMPT
 from tests.ingest_files import BOMB_MEMBER, GOOD_ZIP_MEMBER, write_corrupt_pdf, write_pdf, write_zip
-from tests.reliability.conftest import LLM_TIMEOUT, REPLY
+from tests.app_process import LLM_TIMEOUT
+from tests.reliability.conftest import REPLY
 from tests.reliability.helpers import call_rest, no_traceback, stored_chunks, upload_raw
 
 pytestmark = pytest.mark.timeout(180)
@@ -66,17 +67,18 @@ def test_queue_and_concurrency_limits_are_set(tiny_rag):
 
     import app as app_module
     from rag.ui import build_app
-    from rag.ui.serving import CHAT_CONCURRENCY, QUEUE_MAX_SIZE, queue_options
+    from rag.ui.serving import queue_options
 
+    settings = tiny_rag.settings
     demo = build_app(tiny_rag)
     fns = {fn.api_name: fn for fn in demo.fns.values()}
     for name in ("ask", "retrieve", "chat_ask", "chat_submit"):
-        assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("chat", CHAT_CONCURRENCY), name
+        assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("chat", settings.chat_concurrency), name
     for name in ("upload", "upload_1"):  # the /upload endpoint and the Knowledge tab's button
         assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("ingest", 1), name
-    demo.queue(**queue_options())
-    assert demo._queue.max_size == QUEUE_MAX_SIZE and demo._queue.default_concurrency_limit == 4
-    assert "queue(**queue_options())" in inspect.getsource(app_module.main)
+    demo.queue(**queue_options(settings))
+    assert demo._queue.max_size == settings.queue_max_size == 64 and demo._queue.default_concurrency_limit == 4
+    assert "queue(**queue_options(settings))" in inspect.getsource(app_module.main)
 
 
 # --- 4. hostile uploads --------------------------------------------------------------------------------
