@@ -41,8 +41,8 @@ def peak_rss(dtype: str, emb: Path, rr: Path) -> dict:
     code = f"""
 import json, time, logging
 logging.disable(logging.WARNING)
-from rag.embedder import SentenceTransformerEmbedder
-from rag.reranker import Qwen3Reranker
+from rag.models.embedder import SentenceTransformerEmbedder
+from rag.models.reranker import Qwen3Reranker
 t = time.time()
 e = SentenceTransformerEmbedder({str(emb)!r}, device="cpu", dtype={dtype!r})
 r = Qwen3Reranker({str(rr)!r}, device="cpu", dtype={dtype!r})
@@ -59,8 +59,8 @@ def speed(emb: Path, rr: Path, docs: list[str], rounds: int = 2) -> dict:
     import logging
 
     logging.disable(logging.WARNING)
-    from rag.embedder import SentenceTransformerEmbedder
-    from rag.reranker import Qwen3Reranker
+    from rag.models.embedder import SentenceTransformerEmbedder
+    from rag.models.reranker import Qwen3Reranker
 
     rerankers = {d: Qwen3Reranker(str(rr), device="cpu", dtype=d) for d in ("fp32", "bf16w")}
     embedders = {d: SentenceTransformerEmbedder(str(emb), device="cpu", dtype=d) for d in ("fp32", "bf16w")}

@@ -65,7 +65,7 @@ def matmul_gflops(dtype, m=512, k=1024, n=3072, repeat=20) -> float:
     """Throughput of an MLP-shaped Linear, as the models run it (nn.Linear dispatches to oneDNN for bf16)."""
     layer = torch.nn.Linear(k, n, bias=False).eval()
     if dtype == "int8":
-        from rag.devices import quantize_linears
+        from rag.models.devices import quantize_linears
 
         layer = quantize_linears(torch.nn.Sequential(layer))
         dtype = torch.float32
@@ -151,7 +151,7 @@ def bench_embedding(args, path, chunks):
     """Every row embeds the same chunks (every n-th of the corpus), so each ratio compares equal work."""
     from sentence_transformers import SentenceTransformer
 
-    from rag.embedder import SentenceTransformerEmbedder
+    from rag.models.embedder import SentenceTransformerEmbedder
     from tests.reference import tutorial_emb_text
 
     subset = chunks[::max(1, len(chunks) // args.embed_chunks)][:args.embed_chunks]
@@ -193,7 +193,7 @@ def candidates(chunks: list[str], query: str) -> list[str]:
 
 
 def bench_rerank(args, path, chunks, queries):
-    from rag.reranker import Qwen3Reranker
+    from rag.models.reranker import Qwen3Reranker
     from tests.reference import ReferenceReranker, tutorial_rerank_documents
 
     cands = {q: candidates(chunks, q) for q in queries}
@@ -258,7 +258,7 @@ def bench_rerank(args, path, chunks, queries):
 
 
 def bench_milvus_and_dense(args, embed_path, queries):
-    from rag.embedder import SentenceTransformerEmbedder
+    from rag.models.embedder import SentenceTransformerEmbedder
     from rag.store import Store
     from rag.types import Chunk
 
@@ -275,7 +275,7 @@ def bench_milvus_and_dense(args, embed_path, queries):
         store.upsert(chunks, vectors)
         upload = time.perf_counter() - start
         start = time.perf_counter()
-        store.wait_until_indexed()  # what every upload does before it reports done (rag/indexing.py)
+        store.wait_until_indexed()  # what every upload does before it reports done (rag/store/indexing.py)
         indexing = time.perf_counter() - start
         probes = rng.standard_normal((args.searches, dim)).astype(np.float32)
         times = []
@@ -301,8 +301,8 @@ def rss_probe(embed_path, rerank_path) -> float:
     """Peak RSS (GB) of a fresh process with both models in the default configuration, one query answered."""
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec, so a child of this multi-GB process
     # would report the parent's size
-    code = ("import os,sys; sys.path.insert(0, %r); from rag.embedder import SentenceTransformerEmbedder;"
-            "from rag.reranker import Qwen3Reranker; e=SentenceTransformerEmbedder(%r); r=Qwen3Reranker(%r);"
+    code = ("import os,sys; sys.path.insert(0, %r); from rag.models.embedder import SentenceTransformerEmbedder;"
+            "from rag.models.reranker import Qwen3Reranker; e=SentenceTransformerEmbedder(%r); r=Qwen3Reranker(%r);"
             "e.embed_query('what is milvus?'); r.score('what is milvus?', ['Milvus is a vector database.']*10);"
             "import psutil; hwm=[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
             "print(int(hwm)/2**20, psutil.Process().memory_info().rss/2**30, e.precision.name, r.precision.name,"
@@ -338,7 +338,7 @@ def main(argv=None):
     parser.add_argument("--searches", type=int, default=50)
     parser.add_argument("--dense-queries", type=int, default=10)
     args = parser.parse_args(argv)
-    from rag.devices import cpu_has_bf16
+    from rag.models.devices import cpu_has_bf16
 
     args.dtypes = (args.dtypes or "fp32,int8" + (",bf16" if cpu_has_bf16() else "")).split(",")
     args.queries = args.queries or (3 if args.quick else 8)

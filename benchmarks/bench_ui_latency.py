@@ -35,11 +35,11 @@ def main(argv=None) -> None:
     parser.add_argument("--reranker", help="reranker checkpoint folder (default: the 0.6B-shaped bf16 one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    from bench_models import checkpoints
     from playwright.sync_api import sync_playwright
 
-    from bench_models import checkpoints
-    from rag.embedder import SentenceTransformerEmbedder
-    from rag.reranker import Qwen3Reranker
+    from rag.models.embedder import SentenceTransformerEmbedder
+    from rag.models.reranker import Qwen3Reranker
     from tests.browser_helpers import launch_chromium, running_app
 
     embed_path, rerank_path = checkpoints(args, bf16=True)

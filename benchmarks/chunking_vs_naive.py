@@ -122,7 +122,7 @@ def main() -> int:
         headings = heading_questions(args.data)
         rows = {}
         for label, questions in ((f"{len(QUESTIONS)} reworded", QUESTIONS), (f"{len(headings)} headings", headings)):
-            rows[f"ours (rag.chunking), {label}"] = (report.chunks, score(ours, questions))
+            rows[f"ours (rag.ingest.chunking), {label}"] = (report.chunks, score(ours, questions))
             rows[f'naive split("# "), {label}'] = (len(chunks), score(naive, questions))
         ours.close()
         naive.close()

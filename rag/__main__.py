@@ -1,6 +1,6 @@
 """`python -m rag ...`: see rag/cli.py."""
 import sys
 
-from .cli import main
+from rag.cli import main
 
 sys.exit(main())

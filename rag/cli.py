@@ -2,7 +2,7 @@
 
 Subcommands are registered in `COMMANDS`: name -> `Command(help, add_arguments, run)`, or a
 "module:ATTRIBUTE" string naming such a Command, imported when the parser is built. Adding one from another
-module is one line here, e.g. `"eval": "rag.eval_cli:COMMAND",`, or `register("eval", COMMAND)` at runtime.
+module is one line here (as `eval` is), or `register("name", COMMAND)` at runtime.
 Every subcommand also gets --db, --collection and -v; `run(args)` returns the exit status.
 """
 from __future__ import annotations
@@ -11,33 +11,12 @@ import argparse
 import importlib
 import logging
 import sys
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
+
+from rag.commands import Command, common_options, settings_from
+from rag.eval.cli import COMMAND as EVAL
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Command:
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-# --- shared options -----------------------------------------------------------------------------------
-def common_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--db", metavar="URI", help="Milvus URI: a local .db file (Milvus Lite) or "
-                        "http(s)://host:port; default RAG_MILVUS_URI or <data_dir>/milvus.db")
-    parent.add_argument("--collection", metavar="NAME", help="collection name (default RAG_COLLECTION)")
-    parent.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    return parent
-
-
-def settings_from(args: argparse.Namespace, **overrides):
-    from .settings import Settings
-
-    return Settings.from_env(milvus_uri=args.db, collection=args.collection, **overrides)
 
 
 # --- ingest -----------------------------------------------------------------------------------------
@@ -47,7 +26,7 @@ def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from .pipeline import RAG
+    from rag.pipeline import RAG
 
     rag = RAG(settings_from(args, reranker_model="none"))  # ingestion never reranks: don't load it
     try:
@@ -136,7 +115,7 @@ def _ambiguous(ref: str, matches) -> int:
 
 
 def _open_store(args: argparse.Namespace):
-    from .store import Store
+    from rag.store import Store
 
     settings = settings_from(args)
     store = Store.open_existing(str(settings.milvus_uri), settings.collection, token=settings.milvus_token)
@@ -150,7 +129,7 @@ COMMANDS: dict[str, Command | str] = {
     "ingest": Command("add files, folders and zips to the knowledge base", _ingest_arguments, _ingest),
     "list": Command("list documents with their chunk counts", _list_arguments, _list),
     "delete": Command("delete one document (all its chunks)", _delete_arguments, _delete),
-    "eval": "rag.eval_cli:COMMAND",
+    "eval": EVAL,
 }
 
 
@@ -181,13 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # Milvus Lite's harmless client/server chatter would drown the summary
-        for noisy in ("pymilvus", "grpc._server"):
-            logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
         return int(args._run(args) or 0)
     except Exception as exc:  # a clear one-line error instead of a traceback (use -v for details)
+        from rag.errors import user_message
+
         if args.verbose:
             log.exception("%s failed", args.command)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {user_message(exc)}", file=sys.stderr)
         return 2

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
 import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .ingest import IngestReport, Ingestor, ProgressFn, Span
-from .loaders import IngestLimits
-from .loaders.archive import iter_zip
-from .types import SHARED_OWNER
-
-if TYPE_CHECKING:
-    from .pipeline import RAG
+from rag.ingest import BytesInput, IngestReport
+from rag.ingest.loaders import IngestLimits
+from rag.ingest.loaders.archive import iter_zip
+from rag.ingest.report import ProgressFn, Span
+from rag.pipeline import RAG
+from rag.types import SHARED_OWNER
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +51,15 @@ class KnowledgeBaseInfo:
     report: IngestReport | None = None  # the ingestion report when loaded_now
 
 
-def ensure_default_knowledge_base(rag: "RAG", progress: ProgressFn | None = None, *,
+def ensure_default_knowledge_base(rag: RAG, progress: ProgressFn | None = None, *,
                                   local: str | Path | None = None, url: str = MILVUS_DOCS_URL,
                                   timeout: float = DOWNLOAD_TIMEOUT,
                                   assets_dir: Path = ASSETS_DIR) -> KnowledgeBaseInfo:
     """Load the default knowledge base into an empty collection; keep an existing one untouched.
-    `local` (default: env RAG_DEFAULT_KB) is a folder or zip to load instead of the download."""
+    `local` (default: `Settings.default_kb`, env RAG_DEFAULT_KB) is a folder or zip to load instead of the download."""
     if rag.store.has_documents(SHARED_OWNER):
         return _info(rag, "shared documents", ORIGIN_EXISTING, loaded_now=False)
-    local = local or os.environ.get("RAG_DEFAULT_KB") or None
+    local = local or rag.settings.default_kb or None
     if local is not None:
         if Path(local).exists():
             report = rag.ingest_paths([Path(local)], owner=SHARED_OWNER, progress=progress)
@@ -71,14 +68,14 @@ def ensure_default_knowledge_base(rag: "RAG", progress: ProgressFn | None = None
     try:
         report = _load_milvus_faq(rag, url, timeout, progress)
         return _info(rag, "Milvus 2.4 FAQ", ORIGIN_ZIP, report=report)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         log.warning("could not load the Milvus FAQ from %s (%s); loading the bundled knowledge base", url, exc)
     report = rag.ingest_paths(sorted(assets_dir.glob("*.md")), owner=SHARED_OWNER, progress=progress)
     return _info(rag, "bundled knowledge base", ORIGIN_ASSETS, report=report)
 
 
 # --- the milvus-docs zip ----------------------------------------------------------------------------
-def _load_milvus_faq(rag: "RAG", url: str, timeout: float, progress: ProgressFn | None) -> IngestReport:
+def _load_milvus_faq(rag: RAG, url: str, timeout: float, progress: ProgressFn | None) -> IngestReport:
     Span(progress).report("downloading the Milvus FAQ", 0.0)
     data = _cached_or_download(url, timeout, Path(rag.settings.data_dir))
     members = [m for m in iter_zip(data, Path(url).name, IngestLimits(),
@@ -86,9 +83,9 @@ def _load_milvus_faq(rag: "RAG", url: str, timeout: float, progress: ProgressFn 
                                    fnmatch.fnmatch(name, "*/" + FAQ_MEMBERS))
                if m.error is None]
     if not members:
-        raise ValueError(f"no {FAQ_MEMBERS} files in {url}")
-    return Ingestor(rag).ingest_documents([(Path(m.name).name, m.data) for m in members],
-                                          owner=SHARED_OWNER, progress=progress)
+        raise DownloadError(f"no {FAQ_MEMBERS} files in {url}")
+    return rag.ingest([BytesInput(Path(m.name).name, m.data) for m in members], owner=SHARED_OWNER,
+                      progress=progress)
 
 
 def _cached_or_download(url: str, timeout: float, data_dir: Path) -> bytes:
@@ -129,7 +126,7 @@ def download(url: str, timeout: float = DOWNLOAD_TIMEOUT) -> bytes:
 
 
 # --- reporting --------------------------------------------------------------------------------------
-def _info(rag: "RAG", name: str, origin: str, report: IngestReport | None = None,
+def _info(rag: RAG, name: str, origin: str, report: IngestReport | None = None,
           loaded_now: bool = True) -> KnowledgeBaseInfo:
     documents = rag.store.documents(SHARED_OWNER)
     chunks = sum(d.chunks for d in documents)

@@ -1,4 +1,7 @@
-"""The `RAG` facade: embed -> search Milvus -> rerank, plus ingestion into the same collection."""
+"""The `RAG` facade: embed -> search Milvus -> rerank, plus ingestion into the same collection.
+
+It composes parts that don't know it: an `Embedder` and a `Reranker` (rag.models, picked from settings), a
+`Store` (rag.store) and an `Ingestor` (rag.ingest) over the same embedder and store."""
 from __future__ import annotations
 
 import logging
@@ -6,39 +9,28 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .embedder import Embedder, SentenceTransformerEmbedder
-from .reranker import Qwen3Reranker, Reranker
-from .settings import Settings
-from .store import Store, make_client
-from .types import SHARED_OWNER, Candidate, Retrieval
+from rag.ingest.ingestor import Ingestor
+from rag.ingest.inputs import Input, TextInput, file_inputs
+from rag.ingest.loaders import IngestLimits
+from rag.ingest.report import IngestReport
+from rag.models import Embedder, Reranker, make_embedder, make_reranker
+from rag.settings import Settings
+from rag.store import Store, make_client
+from rag.types import SHARED_OWNER, Candidate, Retrieval
 
 log = logging.getLogger(__name__)
 
 
-def make_embedder(settings: Settings) -> Embedder:
-    return SentenceTransformerEmbedder(settings.embedding_model, dim=settings.embedding_dim,
-                                       device=settings.device, dtype=settings.dtype,
-                                       batch_size=settings.embed_batch_size,
-                                       max_tokens=settings.max_embed_tokens)
-
-
-def make_reranker(settings: Settings) -> Reranker | None:
-    if settings.reranker_model is None:
-        return None
-    return Qwen3Reranker(settings.reranker_model, device=settings.device, dtype=settings.dtype,
-                         batch_size=settings.rerank_batch_size, max_tokens=settings.max_rerank_tokens)
-
-
-def make_store(settings: Settings, dim: int, client=None) -> Store:
-    return Store(str(settings.milvus_uri), settings.collection, dim, token=settings.milvus_token,
-                 embedding_model=settings.embedding_model, client=client)
+def make_store(settings: Settings, embedder: Embedder, client=None) -> Store:
+    return Store(str(settings.milvus_uri), settings.collection, embedder.dim, token=settings.milvus_token,
+                 embedding_model=embedder.model_name, client=client)
 
 
 class RAG:
     """Two-stage retrieval over one collection. Parts are injectable; defaults are built from `settings`."""
 
     def __init__(self, settings: Settings | None = None, *, embedder: Embedder | None = None,
-                 reranker: Reranker | None = None, store: Store | None = None):
+                 reranker: Reranker | None = None, store: Store | None = None, limits: IngestLimits | None = None):
         self.settings = settings or Settings.from_env()
         # Connect first: a wrong path, a locked database or an unreachable server is reported in seconds,
         # before minutes of model loading.
@@ -47,11 +39,12 @@ class RAG:
         try:
             self.embedder = embedder or make_embedder(self.settings)
             self.reranker = reranker if reranker is not None else make_reranker(self.settings)
-            self.store = store or make_store(self.settings, self.embedder.dim, client)
+            self.store = store or make_store(self.settings, self.embedder, client)
         except BaseException:
             if client is not None:
                 client.close()  # release Milvus Lite's lock for the caller's next try
             raise
+        self.ingestor = Ingestor(self.embedder, self.store, self.settings, limits)
 
     # --- retrieval ------------------------------------------------------------------------------
     def dense_search(self, query: str, top_k: int | None = None, query_instruction: str | None = None,
@@ -98,15 +91,18 @@ class RAG:
         return self.rerank(dense, top_n, rerank_instruction, use_reranker)
 
     # --- ingestion --------------------------------------------------------------------------------
-    def add_texts(self, texts: Sequence[str], source: str, owner: str = SHARED_OWNER, progress=None):
+    def ingest(self, inputs: Sequence[Input], owner: str = SHARED_OWNER, progress=None) -> IngestReport:
+        """The one ingestion entry point (rag.ingest.Ingestor.ingest): files, folders, zips, in-memory files
+        (`BytesInput`) and texts (`TextInput`); one `FileResult` per document."""
+        return self.ingestor.ingest(inputs, owner=owner, progress=progress)
+
+    def add_texts(self, texts: Sequence[str], source: str, owner: str = SHARED_OWNER, progress=None) -> IngestReport:
         """Chunk, embed and store texts as one document named `source`; returns an `IngestReport`.
         Same (owner, source) again replaces that document; `progress(message, fraction)` is optional."""
-        from .ingest import Ingestor
-
-        return Ingestor(self).add_texts(texts, source, owner=owner, progress=progress)
+        return self.ingest([TextInput(source, tuple(texts))], owner=owner, progress=progress)
 
     def ingest_paths(self, paths: Sequence[str | Path | tuple], owner: str = SHARED_OWNER, progress=None, *,
-                     names: Sequence[str | None] | None = None, limits=None):
+                     names: Sequence[str | None] | None = None) -> IngestReport:
         """Ingest files, folders (recursively) and .zip archives; returns an `IngestReport` with one
         `FileResult` per document (ok / skipped / failed + reason). One bad file never stops the others.
 
@@ -115,11 +111,8 @@ class RAG:
         folder: their path inside it). Uploads arriving as temp files pass their original name either as
         a `(path, display_name)` item in `paths` or as `names=[...]` (one name or None per path).
         `owner` is a session id for private uploads ("" = the shared knowledge base).
-        `progress(message, fraction)` is called per file and per embedding batch, fraction in 0..1.
-        `limits` (rag.loaders.IngestLimits) overrides the size limits (default: from RAG_MAX_* env)."""
-        from .ingest import Ingestor
-
-        return Ingestor(self, limits=limits).ingest_paths(paths, owner=owner, progress=progress, names=names)
+        `progress(message, fraction)` is called per file and per embedding batch, fraction in 0..1."""
+        return self.ingest(file_inputs(paths, names), owner=owner, progress=progress)
 
     def close(self) -> None:
         self.store.close()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import SettingsError
+from rag.errors import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Settings:
     milvus_uri: str | None = None  # local path = Milvus Lite; http(s)://... = server / Zilliz Cloud
     milvus_token: str | None = None  # "user:password" or a Zilliz Cloud API key
     collection: str = "rag_chunks"
+    default_kb: str | None = None  # folder or zip loaded into an empty collection (else the Milvus FAQ)
     # --- retrieval ----------------------------------------------------------------------------------
     top_k: int = 10  # dense candidates fetched from Milvus and shown in the inspection panel
     top_n: int = 3  # reranked passages sent to the LLM
@@ -98,10 +99,6 @@ class Settings:
             raise SettingsError(f"{describe('collection', self.collection)}: a Milvus collection name starts "
                                 "with a letter or _ and holds only letters, digits and _ (255 at most).")
 
-    @property
-    def is_local_milvus(self) -> bool:
-        return not str(self.milvus_uri).startswith(("http://", "https://", "tcp://", "unix:"))
-
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Read `RAG_<FIELD>` (and OPENAI_API_KEY / OPENAI_BASE_URL); keyword overrides win. A value that
@@ -131,7 +128,7 @@ DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "bf1
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # RAG_* variables read outside `Settings` (ingest limits, queue sizes, the default knowledge base).
-OTHER_VARIABLES = {"RAG_DEFAULT_KB", "RAG_MAX_FILE_MB", "RAG_MAX_PDF_PAGES", "RAG_MAX_ZIP_ENTRIES", "RAG_MAX_ZIP_MB",
+OTHER_VARIABLES = {"RAG_MAX_FILE_MB", "RAG_MAX_PDF_PAGES", "RAG_MAX_ZIP_ENTRIES", "RAG_MAX_ZIP_MB",
                    "RAG_MAX_ZIP_RATIO"}
 
 

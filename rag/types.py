@@ -32,6 +32,7 @@ class Chunk:
     doc_id: str = ""
     content_hash: str = ""
     id: int = 0
+    tokens: int = 0  # counted when chunked, for ingestion reports; not stored (0 when read back)
 
     def __post_init__(self) -> None:
         self.doc_id = self.doc_id or document_id(self.source, self.owner)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.browser_helpers import CORPUS, free_port
+from tests.browser_helpers import free_port
+from tests.ingest_files import CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 90.0  # seconds for the app to load the models and answer HTTP (2 shared cores)

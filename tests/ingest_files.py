@@ -5,6 +5,8 @@ import io
 import zipfile
 from pathlib import Path
 
+CORPUS = Path(__file__).parent / "data" / "corpus.md"  # the small shared test corpus
+
 NESTED_MD = """---
 title: Field guide
 ---

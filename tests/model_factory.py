@@ -25,7 +25,14 @@ QWEN3_VOCAB = 151669
 def train_tokenizer(vocab_size: int = 1500, eos_post_processor: bool = False):
     """A byte-level BPE `PreTrainedTokenizerFast` shaped like Qwen's; optionally appends <|endoftext|>
     to every sequence, as Qwen3-Embedding's tokenizer does (its last-token pooling reads that token)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())

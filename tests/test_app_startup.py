@@ -14,6 +14,7 @@ import pytest
 from tests.app_process import ROOT, AppProcess
 from tests.browser_helpers import free_port
 
+
 @pytest.mark.e2e
 def test_python_app_py_starts_and_answers_a_question_through_the_api(tmp_path, tiny_embedder_path,
                                                                        tiny_reranker_path):

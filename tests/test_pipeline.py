@@ -53,7 +53,9 @@ def test_settings_from_env():
                            "RAG_MILVUS_URI": "https://x.zillizcloud.com"}, top_n=2)
     assert (s.top_k, s.top_n, s.reranker_model, s.embedding_dim) == (7, 2, None, 256)
     assert (s.openai_api_key, s.llm_base_url) == ("sk-x", "http://h/v1")
-    assert not s.is_local_milvus
+    from rag.store import is_remote
+
+    assert is_remote(s.milvus_uri) and not is_remote(Settings().milvus_uri)
 
 
 def test_settings_reject_bad_values():
@@ -63,7 +65,7 @@ def test_settings_reject_bad_values():
 
 def test_missing_model_gives_an_actionable_error(tmp_path):
     from rag.errors import ModelLoadError
-    from rag.reranker import Qwen3Reranker
+    from rag.models.reranker import Qwen3Reranker
 
     with pytest.raises(ModelLoadError, match="RAG_RERANKER_MODEL"):
         Qwen3Reranker(str(tmp_path / "no-such-model"), device="cpu")

@@ -8,13 +8,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from ..settings import Settings
-from ..types import Candidate
-from . import prompt
-from .citations import Citation, parse_citations
-from .client import describe_error, endpoint_of, is_configured, make_client
-from .history import (bound_history, clean_condensed, clean_history, condense_messages,
-                      heuristic_condense)
+import rag.answer.prompt as prompt
+from rag.answer.citations import Citation, parse_citations
+from rag.answer.client import describe_error, endpoint_of, is_configured, make_client
+from rag.answer.history import (
+    bound_history,
+    clean_condensed,
+    clean_history,
+    condense_messages,
+    heuristic_condense,
+)
+from rag.settings import Settings
+from rag.types import Candidate
 
 log = logging.getLogger(__name__)
 

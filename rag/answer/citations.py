@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..types import Candidate
+from rag.types import Candidate
 
 # One bracket holding numbers joined by commas, semicolons, "and" or ranges: [1] [1, 2] [1-3] [2–4; 6]
 _BRACKET = re.compile(r"\[\s*(\d+(?:\s*(?:,|;|-|–|—|and|&)\s*\d+)*)\s*\]")

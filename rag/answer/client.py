@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..settings import Settings
+from rag.settings import Settings
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DUMMY_API_KEY = "not-needed"  # local servers (Ollama, vLLM, llama.cpp) accept any key, the client needs one

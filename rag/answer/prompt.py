@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from ..types import Candidate
+from rag.types import Candidate
 
 # The tutorial's system prompt ("Human: " prefix dropped: chat APIs carry the role separately),
 # plus the rules this app needs: cite by number, admit missing answers, treat passages as data.

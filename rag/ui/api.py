@@ -4,11 +4,11 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 
-from ..answer import Answerer
-from ..errors import InputError, RAGError, user_message
-from ..pipeline import RAG
-from ..types import Candidate, Retrieval
-from .service import QueryOptions, final_step, run_turn
+from rag.answer import Answerer
+from rag.chat import QueryOptions, final_step, run_turn
+from rag.errors import InputError, RAGError, user_message
+from rag.pipeline import RAG
+from rag.types import Candidate, Retrieval
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def register_api(rag: RAG, answerer: Answerer, settings) -> None:
         with _clear_errors():
             return ask_json(rag, answerer, question or "", options)
 
-    from .serving import chat_limits
+    from rag.ui.serving import chat_limits
 
     gr.api(retrieve, api_name="retrieve", **chat_limits(settings))
     gr.api(ask, api_name="ask", **chat_limits(settings))

@@ -1,38 +1,89 @@
 """Evaluation you can run and see: grade the selected passage of the candidates table, download a question's
 trace, and the Evaluate tab (metrics of the judged questions, helped/hurt, instruction experiments).
 
-The logic lives in `rag.session_eval`; these are the components and thin handlers. Grades are per session
-(a gr.State), and also go to the server's judgments file when the app was started with --judgments-file.
+The logic lives in `rag.eval` (the same code `python -m rag eval` runs); these are the components and thin
+handlers. Grades are per session (a gr.State), and also go to the server's judgments file when the app was
+started with --judgments-file.
 """
 from __future__ import annotations
-
-from ..errors import InputError, user_message
 
 import logging
 import re
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from ..answer import Answerer
-from ..pipeline import RAG
-from ..session_eval import (COMPARISON_HEADERS, EXCLUDED_NOTE, GRADES, METRIC_HEADERS, QUERY_HEADERS,
-                            JudgmentsFile, SessionJudgments, TurnRecord, comparison_rows, metric_rows,
-                            query_rows, rerun_judged, session_report, turn_trace)
-from ..settings import Settings
-from ..trace import write_trace
-from .handlers import owner_of
-from .safety import safe_markdown
+from rag.answer import Answerer
+from rag.errors import InputError, user_message
+from rag.eval.judgments_file import JudgmentsFile
+from rag.eval.report import VERDICT_METRIC, EvalReport, QueryResult
+from rag.eval.runner import Progress, evaluate, instruction_variant, options_for
+from rag.eval.session import GRADES, SessionJudgments, TurnRecord, session_report
+from rag.eval.tables import (
+    COMPARISON_HEADERS,
+    METRIC_HEADERS,
+    QUERY_HEADERS,
+    Table,
+    comparison_table,
+    metric_table,
+    query_table,
+)
+from rag.eval.trace import turn_trace, write_trace
+from rag.pipeline import RAG
+from rag.settings import Settings
+from rag.types import Candidate
+from rag.ui.handlers import owner_of, passage_text
+from rag.ui.safety import safe_markdown
+from rag.ui.view import KEEP, Keep, View, bind
 
 log = logging.getLogger(__name__)
 
 GRADE_OF_LABEL = {label: grade for grade, label in GRADES.items()}
+EXCLUDED_NOTE = "excluded from the metrics: trec_eval ignores questions without a relevant passage"
+NO_RELEVANT = "Grade at least one passage as Relevant or Partly first (Chat tab)."
 SELECT_FIRST = "Select a row of the candidates table first, then grade it."
 NO_GRADES = ("No graded passages yet. In the **Chat** tab, ask a question, select a row of the candidates "
              "table and grade it (Relevant / Partly / Not relevant); then come back here.")
+
+
+@dataclass(frozen=True)
+class PassageView(View):
+    """What selecting a candidates-table row, grading it and a new question change under the table
+    (fields = `ui.<name>`; each event outputs one of the subsets below)."""
+    full_text: str | Keep = KEEP  # the selected row's full text
+    selected: dict | None | Keep = KEEP  # {"query", "chunk_id", "row"}: the row the grade goes to; None: none
+    grade: str | None | Keep = KEEP  # the grade radio: the selected row's grade label
+    grade_status: str | Keep = KEEP
+    judged: SessionJudgments | Keep = KEEP
+    trace: Any = KEEP  # the trace download: a gr.DownloadButton update
+
+
+SELECTION = ("full_text", "selected", "grade", "grade_status")  # a table row selected
+GRADING = ("judged", "grade_status")  # a grade given
+NEW_TURN = ("trace", "selected", "grade", "grade_status")  # a question started or settled
+GRADING_OFF = PassageView(selected=None, grade=None, grade_status="")  # no row to grade
+
+
+@dataclass(frozen=True)
+class EvaluateView(View):
+    """What refresh and the instruction experiment change in the Evaluate tab (fields = `ev.<name>`)."""
+    summary: str | Keep = KEEP
+    metrics: pd.DataFrame | Keep = KEEP  # dense vs reranked
+    helped: str | Keep = KEEP  # the questions the reranker helped and hurt
+    queries: pd.DataFrame | Keep = KEEP  # per question
+    download: Any = KEEP  # the judgments download: a gr.DownloadButton update
+    comparison: pd.DataFrame | Keep = KEEP  # the experiment's A vs B
+    comparison_note: str | Keep = KEEP
+
+
+REPORT = ("summary", "metrics", "helped", "queries", "download")  # refresh
+EXPERIMENT = ("comparison", "comparison_note")
 
 
 # --- layout ------------------------------------------------------------------------------------------------
@@ -78,23 +129,45 @@ def evaluate_tab() -> SimpleNamespace:
     return ev
 
 
-def wire(ui: SimpleNamespace, ev: SimpleNamespace, handlers: "EvaluateHandlers", tab) -> None:
+def wire(ui: SimpleNamespace, ev: SimpleNamespace, handlers: EvaluateHandlers, tab) -> None:
+    """Grading, the trace and the Evaluate tab. (Selecting a table row: `select_row`, wired with the chat.)"""
     private = dict(api_visibility="private")
-    ui.table.select(handlers.select_passage, [ui.turn, ui.judged], [ui.selected, ui.grade, ui.grade_status],
-                    **private)
-    ui.grade.input(handlers.grade, [ui.turn, ui.selected, ui.grade, ui.judged], [ui.judged, ui.grade_status],
-                   **private)
-    ui.turn.change(handlers.turn_changed, [ui.turn], [ui.trace, ui.selected, ui.grade, ui.grade_status],
-                   **private)
-    for cleared in (ui.clear.click, ui.chatbot.clear):  # Clear also forgets the last question's record
-        cleared(lambda: None, None, [ui.turn], **private)
-    view = dict(fn=handlers.refresh, inputs=[ui.judged, ui.top_k, ui.top_n],
-                outputs=[ev.summary, ev.metrics, ev.helped, ev.queries, ev.download], **private)
-    tab.select(**view)
-    ev.refresh.click(**view)
-    ev.run.click(handlers.experiment, [ui.judged, ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction,
-                                       ui.rerank_instruction, ev.query_b, ev.rerank_b],
-                 [ev.comparison, ev.comparison_note], **private)
+    ui.grade.input(**bind(PassageView, ui, handlers.grade, GRADING),
+                   inputs=[ui.turn, ui.selected, ui.grade, ui.judged], **private)
+    # a new question (turn None, also after Clear) drops the selection; a settled one offers its trace
+    ui.turn.change(**bind(PassageView, ui, handlers.turn_changed, NEW_TURN), inputs=[ui.turn], **private)
+    report = dict(**bind(EvaluateView, ev, handlers.refresh, REPORT), inputs=[ui.judged, ui.top_k, ui.top_n],
+                  **private)
+    tab.select(**report)
+    ev.refresh.click(**report)
+    ev.run.click(**bind(EvaluateView, ev, handlers.experiment, EXPERIMENT),
+                 inputs=[ui.judged, ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction,
+                         ui.rerank_instruction, ev.query_b, ev.rerank_b], **private)
+
+
+# --- the selected row ----------------------------------------------------------------------------------------
+def select_row(candidates: list[Candidate] | None, record: TurnRecord | None, judged: SessionJudgments | None,
+               evt: gr.SelectData) -> PassageView:
+    """The one handler of the candidates table's select event: the row's full text, and its grade controls.
+    The row is read in `candidates` (the table's rows at every stage, the dense one included)."""
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    if not candidates or row is None or not 0 <= row < len(candidates):
+        return replace(GRADING_OFF, full_text="")
+    return replace(selection(record, judged, candidates[row], row), full_text=passage_text(candidates[row]))
+
+
+def selection(record: TurnRecord | None, judged: SessionJudgments | None, candidate: Candidate,
+              row: int) -> PassageView:
+    """The grade controls for table row `row` (`candidate`): the row to grade, its current grade and a status
+    line. Off while the question's retrieval is not final (`record` None: the dense stage, before the
+    reranker), or when `record` is another question's."""
+    if record is None or all(c.chunk_id != candidate.chunk_id for c in record.retrieval.candidates):
+        return GRADING_OFF
+    grade = (judged or SessionJudgments()).grade_of(record.query, candidate.chunk_id)
+    status = f"Grading row {row + 1}: *{safe_markdown(candidate.source)}*" + \
+        (f" — graded {GRADES[grade]}" if grade is not None else "")
+    return PassageView(selected={"query": record.query, "chunk_id": str(candidate.chunk_id), "row": row},
+                       grade=GRADES[grade] if grade is not None else None, grade_status=status)
 
 
 # --- handlers ----------------------------------------------------------------------------------------------
@@ -106,32 +179,20 @@ class EvaluateHandlers:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="rag-eval-"))
 
     # chat tab: grade the selected passage, export the trace
-    @staticmethod
-    def select_passage(record: TurnRecord | None, judged: SessionJudgments | None, evt: gr.SelectData) -> tuple:
-        """selected-row state, the grade control (its current grade) and a status line."""
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        candidates = record.retrieval.candidates if record else []
-        if row is None or not 0 <= row < len(candidates):
-            return None, None, ""
-        c = candidates[row]
-        grade = (judged or SessionJudgments()).grade_of(record.query, c.chunk_id)
-        status = f"Grading row {row + 1}: *{safe_markdown(c.source)}*" + \
-            (f" — graded {GRADES[grade]}" if grade is not None else "")
-        return {"query": record.query, "chunk_id": str(c.chunk_id), "row": row}, \
-            (GRADES[grade] if grade is not None else None), status
-
     def grade(self, record: TurnRecord | None, selected: dict | None, label: str | None,
-              judged: SessionJudgments | None) -> tuple:
-        """judgments state and a status line; the question's line goes to the judgments file too."""
+              judged: SessionJudgments | None) -> PassageView:
+        """The judgments state and a status line (`GRADING`); the question's line goes to the judgments file
+        too."""
         if not record or not selected or selected.get("query") != record.query or label not in GRADE_OF_LABEL:
             gr.Warning(SELECT_FIRST)
-            return gr.skip(), SELECT_FIRST
+            return PassageView(grade_status=SELECT_FIRST)
         judged = judged or SessionJudgments()
         try:
             question = judged.grade(record.retrieval, selected["chunk_id"], GRADE_OF_LABEL[label])
         except InputError as exc:
-            gr.Warning(str(exc))
-            return gr.skip(), str(exc)
+            message = user_message(exc)
+            gr.Warning(message)
+            return PassageView(grade_status=message)
         status = (f"Recorded: row {selected['row'] + 1} is {label}. {len(question.grades)} passage(s) graded "
                   f"for this question; see the **Evaluate** tab.")
         if self.file is not None:
@@ -141,18 +202,18 @@ class EvaluateHandlers:
                 log.exception("writing the judgments file failed")
                 gr.Warning(f"The grade is kept for this session, but the judgments file could not be written "
                            f"({type(exc).__name__}).")
-        return judged, status
+        return PassageView(judged=judged, grade_status=status)
 
-    def turn_changed(self, record: TurnRecord | None, request: gr.Request) -> tuple:
-        """A new question starts (record None: clear the selection) or settles (offer its trace)."""
+    def turn_changed(self, record: TurnRecord | None, request: gr.Request) -> PassageView:
+        """A new question starts (record None: drop the selection) or settles (offer its trace); `NEW_TURN`."""
         if record is None:
-            return gr.DownloadButton(value=None, interactive=False), None, None, ""
+            return replace(GRADING_OFF, trace=_download(None))
         try:
             path = self.write_trace(record, getattr(request, "session_hash", None))
         except Exception:  # noqa: BLE001 - no trace is better than an error in the page
             log.exception("writing the trace failed")
-            return gr.DownloadButton(value=None, interactive=False), gr.skip(), gr.skip(), gr.skip()
-        return gr.DownloadButton(value=str(path), interactive=True), gr.skip(), gr.skip(), gr.skip()
+            return PassageView(trace=_download(None))
+        return PassageView(trace=_download(path))
 
     def write_trace(self, record: TurnRecord, session: str | None = None) -> Path:
         folder = self.work_dir / _safe_name(session or "local")
@@ -161,25 +222,22 @@ class EvaluateHandlers:
         return write_trace(trace, folder / "rag-trace.json")
 
     # evaluate tab
-    def refresh(self, judged: SessionJudgments | None, top_k, top_n, request: gr.Request = None) -> tuple:
-        """summary, metrics table, helped/hurt, per-question table, judgments download."""
+    def refresh(self, judged: SessionJudgments | None, top_k, top_n, request: gr.Request = None) -> EvaluateView:
+        """The summary, metrics table, helped/hurt, per-question table and judgments download (`REPORT`)."""
         judged = judged or SessionJudgments()
-        empty = (pd.DataFrame(columns=METRIC_HEADERS), "", pd.DataFrame(columns=QUERY_HEADERS),
-                 gr.DownloadButton(value=None, interactive=False))
         if not judged.questions:
-            return (NO_GRADES,) + empty
+            return _no_metrics(NO_GRADES)
         top_n, top_k = int(top_n), int(top_k)
         try:
             report = session_report(judged, top_n=top_n, top_k=top_k)
         except Exception as exc:  # noqa: BLE001
             log.exception("evaluating the judged questions failed")
-            return (f"⚠ Could not compute the metrics: {safe_markdown(user_message(exc))}",) + empty
-        download = gr.DownloadButton(value=str(self._judgments_path(judged, request)), interactive=True)
-        summary = self.summary(judged, top_n, top_k)
+            return _no_metrics(f"⚠ Could not compute the metrics: {safe_markdown(user_message(exc))}")
+        view = _no_metrics(self.summary(judged, top_n, top_k), self._judgments_path(judged, request))
         if report is None:
-            return (summary,) + empty[:3] + (download,)
-        return (summary, pd.DataFrame(metric_rows(report), columns=METRIC_HEADERS), helped_markdown(report),
-                pd.DataFrame(query_rows(report), columns=QUERY_HEADERS), download)
+            return view
+        return replace(view, metrics=_frame(metric_table(report)), helped=helped_markdown(report),
+                       queries=_frame(query_table(report)))
 
     def summary(self, judged: SessionJudgments, top_n: int, top_k: int) -> str:
         scored, nothing = judged.scored, judged.nothing_relevant
@@ -203,42 +261,62 @@ class EvaluateHandlers:
 
     def experiment(self, judged: SessionJudgments | None, top_k, top_n, use_reranker, query_a: str,
                    rerank_a: str, query_b: str, rerank_b: str, request: gr.Request = None,
-                   progress=gr.Progress()) -> tuple:
-        """Re-run the judged questions with instructions A and B: the comparison table and a note."""
+                   progress=gr.Progress()) -> EvaluateView:
+        """Re-run the judged questions with instructions A and B: the comparison table and a note
+        (`EXPERIMENT`)."""
         judgments = (judged or SessionJudgments()).judgments()
         if not judgments:
-            gr.Warning("Grade at least one passage as Relevant or Partly first (Chat tab).")
-            return gr.skip(), gr.skip()
-        settings = self.settings
-        a = ((query_a or "").strip() or settings.query_instruction,
-             (rerank_a or "").strip() or settings.rerank_instruction)
-        b = ((query_b or "").strip() or a[0], (rerank_b or "").strip() or a[1])
-        common = dict(top_k=max(1, int(top_k)), top_n=max(1, int(top_n)),
-                      use_reranker=bool(use_reranker) and self.rag.reranker is not None,
-                      owner=owner_of(request, settings))
+            gr.Warning(NO_RELEVANT)
+            return EvaluateView()
+        # A: the settings panel as the chat would use it (blank instructions: the settings' own).
+        a = options_for(self.settings, top_k=max(1, int(top_k)), top_n=max(1, int(top_n)),
+                        use_reranker=bool(use_reranker) and self.rag.reranker is not None,
+                        query_instruction=query_a, rerank_instruction=rerank_a)
+        variants = {"A": a, "B": instruction_variant(a, query_b, rerank_b)}
+        owner = owner_of(request, self.settings)
         try:
-            reports = []
-            for i, (label, (qi, ri)) in enumerate((("A", a), ("B", b))):
-                def step(fraction: float, desc: str, i=i) -> None:
-                    progress((i + fraction) / 2, desc=desc)
-
-                reports.append(rerun_judged(self.rag, judgments, query_instruction=qi, rerank_instruction=ri,
-                                            progress=step, label=f"{label}: ", **common))
-        except Exception as exc:  # noqa: BLE001
+            reports = [evaluate(self.rag, judgments, options, owner=owner, progress=_half(progress, n, label))
+                       for n, (label, options) in enumerate(variants.items())]
+        except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
             log.exception("instruction experiment failed")
             gr.Warning(f"The experiment failed: {user_message(exc)}")
-            return gr.skip(), gr.skip()
-        note = (f"{len(judgments)} judged question(s), top_k {common['top_k']}, top_n {common['top_n']}, "
-                f"reranker {'on' if common['use_reranker'] else 'off'}. Δ = B − A.")
-        return pd.DataFrame(comparison_rows(*reports), columns=COMPARISON_HEADERS), note
+            return EvaluateView()
+        note = (f"{len(judgments)} judged question(s), top_k {a.top_k}, top_n {a.top_n}, "
+                f"reranker {'on' if a.use_reranker else 'off'}. Δ = B − A.")
+        return EvaluateView(comparison=_frame(comparison_table(*reports)), comparison_note=note)
 
 
-def helped_markdown(report) -> str:
-    def names(queries) -> str:
+def _half(progress: Callable, n: int, label: str) -> Progress:
+    """The progress of run `n` of the experiment's two, as half of the bar."""
+    def step(fraction: float, desc: str) -> None:
+        progress((n + fraction) / 2, desc=f"{label}: {desc}")
+
+    return step
+
+
+def _frame(table: Table) -> pd.DataFrame:
+    return pd.DataFrame(table.rows, columns=table.headers)
+
+
+def _download(path: Path | None):
+    """A download button's update: offering the file at `path`, or off (None)."""
+    return gr.DownloadButton(value=None if path is None else str(path), interactive=path is not None)
+
+
+def _no_metrics(summary: str, judgments: Path | None = None) -> EvaluateView:
+    """The Evaluate tab with `summary` over empty tables; the judgments download offers `judgments` (or is
+    off)."""
+    return EvaluateView(summary=summary, metrics=pd.DataFrame(columns=METRIC_HEADERS), helped="",
+                        queries=pd.DataFrame(columns=QUERY_HEADERS), download=_download(judgments))
+
+
+def helped_markdown(report: EvalReport) -> str:
+    """Which questions the reranker helped and hurt (`EvalReport.helped`/`hurt`: one rule for CLI and tab)."""
+    def names(queries: list[QueryResult]) -> str:
         return "; ".join(f"“{safe_markdown(q.query)}” ({q.delta:+.3f})" for q in queries) or "none"
 
-    return (f"**Reranker helped** (nDCG@10 up) {len(report.helped)}: {names(report.helped)}  \n"
-            f"**Reranker hurt** (nDCG@10 down) {len(report.hurt)}: {names(report.hurt)}")
+    return (f"**Reranker helped** ({VERDICT_METRIC} up) {len(report.helped)}: {names(report.helped)}  \n"
+            f"**Reranker hurt** ({VERDICT_METRIC} down) {len(report.hurt)}: {names(report.hurt)}")
 
 
 def _safe_name(text: str) -> str:

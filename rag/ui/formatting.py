@@ -9,8 +9,8 @@ import re
 
 import pandas as pd
 
-from ..types import Candidate, Retrieval
-from .safety import escape_html, safe_markdown
+from rag.types import Candidate, Retrieval
+from rag.ui.safety import escape_html, safe_markdown
 
 TABLE_HEADERS = ["LLM", "Rerank #", "Dense #", "Δ rank", "Rerank score", "Embedding score", "Source",
                  "Snippet"]

@@ -1,29 +1,36 @@
-"""Gradio event handlers: thin adapters between components and `service`/`sessions`/`formatting`.
+"""Gradio event handlers: thin adapters between components and `rag.chat`/`sessions`/`formatting`.
 
 Per-session data lives in `gr.State` values and the session hash; the handler objects only hold the
-shared, long-lived RAG, settings and answerer.
+shared, long-lived RAG, settings and answerer. Handlers return (or yield) typed views (`rag.ui.view`):
+dataclasses whose fields are named like the components they change; layout wires them with `bind`.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import gradio as gr
 import pandas as pd
 
-from ..answer import Answerer
-from ..pipeline import RAG
-from ..session_eval import TurnRecord
-from ..settings import Settings
-from ..errors import InputError, user_message
-from ..types import SHARED_OWNER
-from . import formatting as fmt
-from .api import candidate_dict
-from .plots import ranking_figure
-from .safety import safe_markdown
-from .service import ANSWER, DENSE, QueryOptions, TurnStep, run_turn
-from .sessions import deletable_documents, end_session, session_owner, visible_documents
+import rag.ui.formatting as fmt
+from rag.answer import Answerer
+from rag.chat import ANSWER, DENSE, QueryOptions, TurnStep, run_turn
+from rag.errors import InputError, user_message
+from rag.eval.session import TurnRecord
+from rag.pipeline import RAG
+from rag.settings import Settings
+from rag.types import SHARED_OWNER, Candidate
+from rag.ui.plots import ranking_figure
+from rag.ui.safety import safe_markdown
+from rag.ui.sessions import (
+    deletable_documents,
+    end_session,
+    session_owner,
+    visible_documents,
+)
+from rag.ui.view import KEEP, Keep, View
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +39,37 @@ RERANKING = "Reranking {k} candidates…"
 WRITING = "Writing the answer…"
 EMPTY_KB = ("No passages found: the knowledge base is empty. Add documents in the **Knowledge** tab, "
             "then ask again.")
-PLOT = 3  # position of the ranking plot in ChatHandlers._view's outputs
 REPORT_HEADERS = ["File", "Status", "Chunks", "Note"]
 DOCUMENT_HEADERS = ["Document", "Chunks", "Visible to"]
 STATUS_ICONS = {"ok": "✓ added", "skipped": "= unchanged", "failed": "✗ failed"}
+
+
+@dataclass(frozen=True)
+class ChatView(View):
+    """What one step of ask / re-run / clear changes in the Chat tab (fields = `ui.<name>`, in output order)."""
+    chatbot: list[dict] | Keep = KEEP
+    question: str | Keep = KEEP  # the question textbox
+    table: pd.DataFrame | Keep = KEEP  # the candidates table
+    plot: Any = KEEP  # the ranking figure (matplotlib); None empties it
+    timings: str | Keep = KEEP
+    cards: str | Keep = KEEP  # HTML cards of the passages sent to the LLM
+    candidates: list[Candidate] | Keep = KEEP  # the table's rows at every stage: what a selected row is
+    last: dict | None | Keep = KEEP  # {"question", "context"}: what re-run asks again
+    turn: TurnRecord | None | Keep = KEEP  # once the retrieval is final; None while a new question starts
+    full_text: str | Keep = KEEP  # the selected row's full text
+
+
+@dataclass(frozen=True)
+class KnowledgeView(View):
+    """What upload / refresh / delete change in the Knowledge tab (fields = `kb.<name>`, in output order)."""
+    report: pd.DataFrame | Keep = KEEP  # the upload report
+    documents: pd.DataFrame | Keep = KEEP
+    choice: Any = KEEP  # the delete dropdown: a gr.Dropdown update with this session's deletable documents
+    summary: str | Keep = KEEP
+    files: None | Keep = KEEP  # the file input: None empties it once its files are in
+
+
+LISTING = ("documents", "choice", "summary")  # the components refresh and delete change
 
 
 def owner_of(request: gr.Request | None, settings: Settings) -> str:
@@ -46,15 +80,24 @@ def owner_of(request: gr.Request | None, settings: Settings) -> str:
         raise gr.Error(str(exc)) from None
 
 
+def passage_text(c: Candidate) -> str:
+    """A candidates-table row's full text under its source label, for the full-text box."""
+    return f"{fmt.source_label(c)}  (chunk {c.chunk_index}, embedding rank {c.dense_rank})\n\n{c.text}"
+
+
 def _with_reply(chat: list[dict], content: str) -> list[dict]:
     """A new message list with the last (assistant) message replaced: yielded values are never mutated."""
     return chat[:-1] + [{"role": "assistant", "content": content}]
 
 
+def _warned(message: str) -> ChatView:
+    """A toast, and a view that changes nothing."""
+    gr.Warning(message)
+    return ChatView()
+
+
 class ChatHandlers:
-    """Ask, re-run, clear and inspect. Outputs of ask/re-run, in order:
-    chatbot, textbox, table, plot, timings, passage cards, candidates state, last-question state, turn record
-    (a `rag.session_eval.TurnRecord` once the retrieval is final; None while a new question starts)."""
+    """Ask, re-run and clear; they yield or return `ChatView`s. (A selected table row: `rag.ui.evaluate.select_row`.)"""
 
     def __init__(self, rag: RAG, settings: Settings, answerer: Answerer):
         self.rag, self.settings, self.answerer = rag, settings, answerer
@@ -68,11 +111,10 @@ class ChatHandlers:
             llm_model=(llm_model or "").strip() or None, temperature=temperature)
 
     def ask(self, message: str, history: list[dict], top_k, top_n, use_reranker, query_instruction,
-            rerank_instruction, llm_model, temperature, request: gr.Request) -> Iterator[tuple]:
+            rerank_instruction, llm_model, temperature, request: gr.Request) -> Iterator[ChatView]:
         question = (message or "").strip()
         if not question:
-            gr.Warning("Type a question first.")
-            yield (gr.skip(),) * 9
+            yield _warned("Type a question first.")
             return
         options = self.options(top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
                                temperature)
@@ -81,11 +123,10 @@ class ChatHandlers:
                               owner_of(request, self.settings))
 
     def rerun(self, last: dict | None, history: list[dict], top_k, top_n, use_reranker, query_instruction,
-              rerank_instruction, llm_model, temperature, request: gr.Request) -> Iterator[tuple]:
+              rerank_instruction, llm_model, temperature, request: gr.Request) -> Iterator[ChatView]:
         """Ask the last question again with the current settings, as a new turn to compare with."""
         if not last:
-            gr.Warning("Ask a question first; then change the settings and re-run it to compare.")
-            yield (gr.skip(),) * 9
+            yield _warned("Ask a question first; then change the settings and re-run it to compare.")
             return
         options = self.options(top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
                                temperature)
@@ -97,50 +138,58 @@ class ChatHandlers:
                               owner_of(request, self.settings))
 
     def _turn(self, question: str, label: str, history: list[dict], context: list[dict],
-              options: QueryOptions, owner: str) -> Iterator[tuple]:
+              options: QueryOptions, owner: str) -> Iterator[ChatView]:
         turn = sum(1 for m in history if m.get("role") == "assistant") + 1
         chat = history + [{"role": "user", "content": label}, {"role": "assistant", "content": SEARCHING}]
-        last = {"question": question, "context": len(context)}
-        yield chat, "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), last, None  # None: turn record
+        context = fmt.strip_sources(context)
+        # turn=None: the previous question's record goes (the Evaluate side clears its grade selection)
+        yield ChatView(chatbot=chat, question="", last={"question": question, "context": len(context)}, turn=None)
         try:
-            for step in run_turn(self.rag, self.answerer, question, fmt.strip_sources(context), options, owner):
-                view = self._view(step, options, turn, chat)
-                record = TurnRecord.settled(step, question, fmt.strip_sources(context), options)
-                if step.stage == DENSE:
-                    # Table first: Gradio encodes every output of a yield before sending it, and the plot
-                    # takes ~0.4 s to draw and encode on a 2-core CPU. The plot follows right after.
-                    yield view[:PLOT] + (gr.skip(),) + view[PLOT + 1:] + (last, gr.skip())
-                    rest = len(view) - PLOT - 1
-                    view = (view[0],) + (gr.skip(),) * (PLOT - 1) + (view[PLOT],) + (gr.skip(),) * rest
-                yield view + (last, gr.skip() if record is None else record)
+            for step in run_turn(self.rag, self.answerer, question, context, options, owner):
+                record = TurnRecord.settled(step, question, context, options)
+                yield from self._step_views(self._view(step, options, turn, chat), step.stage,
+                                            KEEP if record is None else record)
                 if step.stage == DENSE and not step.retrieval.candidates:
                     return
         except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
             log.exception("answering %r failed", question)
             message = user_message(exc)
             gr.Warning(message)
-            yield (_with_reply(chat, "⚠ " + safe_markdown(message)),) + (gr.skip(),) * 6 + (last, gr.skip())
+            yield ChatView(chatbot=_with_reply(chat, "⚠ " + safe_markdown(message)))
 
-    def _view(self, step: TurnStep, options: QueryOptions, turn: int, chat: list[dict]) -> tuple:
-        """chatbot, textbox, table, plot, timings, cards, candidates state for one step of the turn."""
-        retrieval = step.retrieval
+    @staticmethod
+    def _step_views(view: ChatView, stage: str, record: TurnRecord | Keep) -> Iterator[ChatView]:
+        if stage == DENSE:
+            # Table first: Gradio encodes every output of a yield before sending it, and the plot takes
+            # ~0.4 s to draw and encode on a 2-core CPU. The plot (and a settled record) follow right after.
+            yield replace(view, plot=KEEP)
+            view = ChatView(plot=view.plot)
+        yield replace(view, turn=record)
+
+    def _view(self, step: TurnStep, options: QueryOptions, turn: int, chat: list[dict]) -> ChatView:
+        """The chat, table, plot, timings, cards and candidates for one step of the turn."""
         if step.stage == ANSWER:
-            update = step.answer
-            cited = {c.number for c in update.citations}
-            chat = _with_reply(chat, fmt.render_answer(update.text, retrieval.selected, turn, cited,
-                                                      final=update.done))
-            if update.done and update.error:
-                gr.Warning(update.error)
-            running = None if update.done else "generate"
-            return (chat, gr.skip(), gr.skip(), gr.skip(), fmt.timings_markdown(step.timings, running),
-                    gr.skip(), gr.skip())
+            return self._answer_view(step, turn, chat)
+        retrieval = step.retrieval
         pending = step.stage == DENSE and options.use_reranker
-        chat = _with_reply(chat, self._progress_text(step, pending))
         running = "rerank" if pending else ("generate" if step.stage != DENSE else None)
-        cards = fmt.passage_cards(None if pending else retrieval, turn)
-        return (chat, gr.skip(), fmt.candidates_table(retrieval, options.top_n, pending),
-                ranking_figure(retrieval, options.top_n, pending), fmt.timings_markdown(step.timings, running),
-                cards, [candidate_dict(c) for c in retrieval.candidates])
+        return ChatView(chatbot=_with_reply(chat, self._progress_text(step, pending)),
+                        table=fmt.candidates_table(retrieval, options.top_n, pending),
+                        plot=ranking_figure(retrieval, options.top_n, pending),
+                        timings=fmt.timings_markdown(step.timings, running),
+                        cards=fmt.passage_cards(None if pending else retrieval, turn),
+                        candidates=list(retrieval.candidates))
+
+    @staticmethod
+    def _answer_view(step: TurnStep, turn: int, chat: list[dict]) -> ChatView:
+        """The streamed answer (cited passages linked to this turn's cards) and the timings."""
+        update = step.answer
+        cited = {c.number for c in update.citations}
+        text = fmt.render_answer(update.text, step.retrieval.selected, turn, cited, final=update.done)
+        if update.done and update.error:
+            gr.Warning(update.error)
+        running = None if update.done else "generate"
+        return ChatView(chatbot=_with_reply(chat, text), timings=fmt.timings_markdown(step.timings, running))
 
     @staticmethod
     def _progress_text(step: TurnStep, pending: bool) -> str:
@@ -149,32 +198,24 @@ class ChatHandlers:
         return RERANKING.format(k=len(step.retrieval.candidates)) if pending else WRITING
 
     @staticmethod
-    def clear() -> tuple:
-        return ([], "", fmt.candidates_table(None, 0), None, "", fmt.passage_cards(None, 0), [], None, "")
-
-    @staticmethod
-    def show_passage(candidates: list[dict], evt: gr.SelectData) -> str:
-        """The full text of the table row the user selected."""
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        if not candidates or row is None or not 0 <= row < len(candidates):
-            return ""
-        c = candidates[row]
-        where = c["source"] + (f" › {c['heading']}" if c["heading"] else "")
-        return f"{where}  (chunk {c['chunk_index']}, embedding rank {c['dense_rank']})\n\n{c['text']}"
+    def clear() -> ChatView:
+        """Everything back to an empty page; the turn record too (nothing is left to grade or export)."""
+        return ChatView(chatbot=[], question="", table=fmt.candidates_table(None, 0), plot=None, timings="",
+                        cards=fmt.passage_cards(None, 0), candidates=[], last=None, turn=None, full_text="")
 
 
 class KnowledgeHandlers:
-    """Upload, list and delete documents; session clean-up. Outputs of upload, in order:
-    report table, documents table, delete dropdown, knowledge-base summary, file input."""
+    """Upload, list and delete documents; session clean-up. Upload / refresh / delete return `KnowledgeView`s
+    (refresh and delete change the `LISTING` components only)."""
 
     def __init__(self, rag: RAG, settings: Settings, kb_name: str = ""):
         self.rag, self.settings, self.kb_name = rag, settings, kb_name
 
-    def upload(self, files: list[Any] | None, request: gr.Request, progress=gr.Progress()) -> tuple:
+    def upload(self, files: list[Any] | None, request: gr.Request, progress=gr.Progress()) -> KnowledgeView:
         paths = [getattr(f, "name", f) for f in files or []]
         if not paths:
             gr.Warning("Choose one or more files to upload first.")
-            return (gr.skip(),) * 5
+            return KnowledgeView()
         owner = owner_of(request, self.settings)
         progress(0, desc="Reading files…")
         try:
@@ -183,9 +224,9 @@ class KnowledgeHandlers:
         except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
             log.exception("upload failed")
             gr.Warning(f"Upload failed: {user_message(exc)}")
-            return (gr.skip(),) + self.refresh(request) + (None,)
+            return replace(self.refresh(request), files=None)
         self._notify(report)
-        return (self.report_table(report),) + self.refresh(request) + (None,)
+        return replace(self.refresh(request), report=self.report_table(report), files=None)
 
     def api_upload(self, files: list[Any] | None, progress=gr.Progress()) -> dict:
         """The named `/upload` endpoint. An API caller has no browser session that could own (and, when it
@@ -221,19 +262,20 @@ class KnowledgeHandlers:
         rows = [[f.source, STATUS_ICONS.get(f.status, f.status), f.chunks, f.reason] for f in report.files]
         return pd.DataFrame(rows, columns=REPORT_HEADERS)
 
-    def refresh(self, request: gr.Request) -> tuple:
-        """documents table, delete dropdown, knowledge-base summary."""
+    def refresh(self, request: gr.Request) -> KnowledgeView:
+        """The documents this session can search, the ones it may delete, and the knowledge-base summary."""
         owner = owner_of(request, self.settings)
         try:
             documents = visible_documents(self.rag, owner)
             deletable = deletable_documents(self.rag, owner, self.settings)
         except Exception as exc:  # noqa: BLE001
             log.exception("listing documents failed")
-            return gr.skip(), gr.skip(), f"⚠ Could not list the documents: {safe_markdown(user_message(exc))}"
+            return KnowledgeView(summary=f"⚠ Could not list the documents: {safe_markdown(user_message(exc))}")
         rows = [[d.source, d.chunks, "everyone" if d.owner == SHARED_OWNER else "this session"] for d in documents]
         choices = [(d.source, d.doc_id) for d in deletable]
-        dropdown = gr.Dropdown(choices=choices, value=None, interactive=bool(choices))
-        return pd.DataFrame(rows, columns=DOCUMENT_HEADERS), dropdown, self.summary(documents, owner)
+        return KnowledgeView(documents=pd.DataFrame(rows, columns=DOCUMENT_HEADERS),
+                             choice=gr.Dropdown(choices=choices, value=None, interactive=bool(choices)),
+                             summary=self.summary(documents, owner))
 
     def summary(self, documents, owner: str) -> str:
         shared = [d for d in documents if d.owner == SHARED_OWNER]
@@ -246,7 +288,7 @@ class KnowledgeHandlers:
         return text + (f"  \n**Your uploads:** {len(own)} documents, {sum(d.chunks for d in own)} chunks — "
                        "searchable only in this browser session and removed when you close it.")
 
-    def delete(self, doc_id: str | None, request: gr.Request) -> tuple:
+    def delete(self, doc_id: str | None, request: gr.Request) -> KnowledgeView:
         owner = owner_of(request, self.settings)
         allowed = {d.doc_id: d for d in deletable_documents(self.rag, owner, self.settings)}
         if not doc_id or doc_id not in allowed:

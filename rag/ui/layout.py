@@ -6,15 +6,33 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..answer import Answerer
-from ..pipeline import RAG
-from ..settings import Settings
-from . import formatting as fmt, plots
-from .api import register_api
-from .assets import CITATION_SCRIPT
-from .evaluate import EvaluateHandlers, evaluate_tab, passage_controls, wire as wire_evaluate
-from .handlers import DOCUMENT_HEADERS, REPORT_HEADERS, ChatHandlers, KnowledgeHandlers
-from .serving import chat_limits, ingest_limits
+import rag.ui.formatting as fmt
+import rag.ui.plots as plots
+from rag.answer import Answerer
+from rag.pipeline import RAG
+from rag.settings import Settings
+from rag.ui.api import register_api
+from rag.ui.assets import CITATION_SCRIPT
+from rag.ui.evaluate import (
+    SELECTION,
+    EvaluateHandlers,
+    PassageView,
+    evaluate_tab,
+    passage_controls,
+    select_row,
+)
+from rag.ui.evaluate import wire as wire_evaluate
+from rag.ui.handlers import (
+    DOCUMENT_HEADERS,
+    LISTING,
+    REPORT_HEADERS,
+    ChatHandlers,
+    ChatView,
+    KnowledgeHandlers,
+    KnowledgeView,
+)
+from rag.ui.serving import chat_limits, ingest_limits
+from rag.ui.view import bind
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +49,7 @@ UPLOAD_TYPES_FALLBACK = [".md", ".markdown", ".txt", ".pdf", ".docx", ".html", "
 
 def upload_types() -> list[str]:
     try:
-        from ..loaders import SUPPORTED_SUFFIXES
+        from rag.ingest.loaders import SUPPORTED_SUFFIXES
     except ImportError:  # loaders not installed in this tree: the plain-text formats always work
         return UPLOAD_TYPES_FALLBACK
     return sorted(SUPPORTED_SUFFIXES)
@@ -83,7 +101,7 @@ def _chat_tab(rag: RAG, settings: Settings, answerer: Answerer, examples: list[s
             _settings_panel(ui, rag, settings, answerer)
         with gr.Column(scale=6, min_width=480):
             _inspection_panel(ui)
-    ui.candidates = gr.State([])
+    ui.candidates = gr.State([])  # the table's rows (rag.types.Candidate), for a selected row
     ui.last = gr.State(None)
     return ui
 
@@ -137,18 +155,20 @@ def _inspection_panel(ui: SimpleNamespace) -> None:
 
 
 def _wire_chat(ui: SimpleNamespace, chat: ChatHandlers, limits: dict) -> None:
+    """Ask, re-run and Clear output every `ChatView` field's component (`bind`: one order, the view's); a
+    selected table row shows its full text and its grade controls (one handler, `select_row`)."""
     knobs = [ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction, ui.rerank_instruction, ui.llm_model,
              ui.temperature]
-    outputs = [ui.chatbot, ui.question, ui.table, ui.plot, ui.timings, ui.cards, ui.candidates, ui.last]
-    ask = dict(fn=chat.ask, inputs=[ui.question, ui.chatbot, *knobs], outputs=outputs + [ui.turn],
-               api_visibility="private", show_progress="hidden", **limits)
+    streamed = dict(api_visibility="private", show_progress="hidden", **limits)
+    ask = dict(**bind(ChatView, ui, chat.ask), inputs=[ui.question, ui.chatbot, *knobs], **streamed)
     ui.question.submit(**ask, api_name="chat_submit")
     ui.ask.click(**ask, api_name="chat_ask")
-    ui.rerun.click(chat.rerun, [ui.last, ui.chatbot, *knobs], outputs + [ui.turn], api_visibility="private",
-                   show_progress="hidden", **limits)
-    ui.clear.click(chat.clear, None, outputs + [ui.full_text], api_visibility="private")
-    ui.chatbot.clear(chat.clear, None, outputs + [ui.full_text], api_visibility="private")
-    ui.table.select(chat.show_passage, [ui.candidates], [ui.full_text], api_visibility="private")
+    ui.rerun.click(**bind(ChatView, ui, chat.rerun), inputs=[ui.last, ui.chatbot, *knobs], **streamed)
+    clear = dict(**bind(ChatView, ui, chat.clear), inputs=None, api_visibility="private")
+    ui.clear.click(**clear)
+    ui.chatbot.clear(**clear)
+    ui.table.select(**bind(PassageView, ui, select_row, SELECTION), inputs=[ui.candidates, ui.turn, ui.judged],
+                    api_visibility="private")
 
 
 def _knowledge_tab() -> SimpleNamespace:
@@ -177,12 +197,15 @@ def _knowledge_tab() -> SimpleNamespace:
 
 def _wire_knowledge(demo: gr.Blocks, kb: SimpleNamespace, knowledge: KnowledgeHandlers, tab,
                     limits: dict) -> None:
-    listing = [kb.documents, kb.choice, kb.summary]
     # first: the public name /upload is taken here (the private handler below is also called "upload")
     kb.api_add.click(knowledge.api_upload, [kb.api_files], [kb.api_report], api_name="upload", **limits)
-    kb.add.click(knowledge.upload, [kb.files], [kb.report, *listing, kb.files], api_visibility="private",
+    kb.add.click(**bind(KnowledgeView, kb, knowledge.upload), inputs=[kb.files], api_visibility="private",
                  **limits)
-    kb.delete.click(knowledge.delete, [kb.choice], listing, api_visibility="private")
-    tab.select(knowledge.refresh, None, listing, api_visibility="private")
-    demo.load(knowledge.refresh, None, listing, api_visibility="private")
+    # the listing events output only the LISTING components: the upload report and file input stay free
+    # of their progress overlay
+    kb.delete.click(**bind(KnowledgeView, kb, knowledge.delete, LISTING), inputs=[kb.choice],
+                    api_visibility="private")
+    refresh = dict(**bind(KnowledgeView, kb, knowledge.refresh, LISTING), inputs=None, api_visibility="private")
+    tab.select(**refresh)
+    demo.load(**refresh)
     demo.unload(knowledge.end_session)

@@ -4,7 +4,7 @@ Built on a bare `matplotlib.figure.Figure` (no pyplot): no global figure registr
 """
 from __future__ import annotations
 
-from ..types import Candidate, Retrieval
+from rag.types import Candidate, Retrieval
 
 SELECTED, DROPPED, OTHER = "#16a34a", "#dc2626", "#9ca3af"
 LABEL_CHARS = 30

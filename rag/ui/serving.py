@@ -17,7 +17,7 @@ RAG_QUEUE_MAX_SIZE).
 """
 from __future__ import annotations
 
-from ..settings import Settings
+from rag.settings import Settings
 
 CHAT_GROUP = "chat"
 INGEST_GROUP = "ingest"

@@ -4,10 +4,10 @@ from __future__ import annotations
 import logging
 import re
 
-from ..errors import InputError
-from ..pipeline import RAG
-from ..settings import Settings
-from ..types import SHARED_OWNER, DocumentInfo
+from rag.errors import InputError
+from rag.pipeline import RAG
+from rag.settings import Settings
+from rag.types import SHARED_OWNER, DocumentInfo
 
 log = logging.getLogger(__name__)
 

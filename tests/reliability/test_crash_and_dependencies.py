@@ -6,14 +6,13 @@ import re
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 from gradio_client import handle_file
 
 from rag import Settings
-from tests.openai_server import refused_base_url
 from tests.app_process import ROOT
+from tests.openai_server import refused_base_url
 from tests.reliability.helpers import no_traceback, offline_chunk_counts, stored_chunks
 
 pytestmark = pytest.mark.timeout(240)
@@ -37,12 +36,10 @@ def crash_app(make_app):
 @pytest.fixture(scope="module")
 def expected_chunks(tiny_embedder):
     """What a complete ingestion stores per text, computed in-process with the same chunker and tokenizer."""
-    from rag.ingest import Ingestor, _unique
+    from rag.ingest import Chunker
 
-    ingestor = Ingestor.__new__(Ingestor)
-    ingestor.rag = SimpleNamespace(settings=Settings(), embedder=tiny_embedder)
-    ingestor.settings, ingestor.max_tokens = ingestor.rag.settings, Settings().chunk_tokens
-    return lambda text, name: len(_unique(ingestor.chunks_for(text, name)))
+    chunker = Chunker(tiny_embedder, Settings())
+    return lambda text, name: len(chunker.chunks(text, name))
 
 
 def test_kill_right_after_an_acknowledged_upload_then_restart_keeps_every_chunk(crash_app, tmp_path):

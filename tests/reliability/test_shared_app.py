@@ -11,8 +11,14 @@ import pytest
 from gradio_client import handle_file
 
 from rag.answer.prompt import SYSTEM_PROMPT
-from tests.ingest_files import BOMB_MEMBER, GOOD_ZIP_MEMBER, write_corrupt_pdf, write_pdf, write_zip
 from tests.app_process import LLM_TIMEOUT
+from tests.ingest_files import (
+    BOMB_MEMBER,
+    GOOD_ZIP_MEMBER,
+    write_corrupt_pdf,
+    write_pdf,
+    write_zip,
+)
 from tests.reliability.conftest import REPLY
 from tests.reliability.helpers import call_rest, no_traceback, stored_chunks, upload_raw
 

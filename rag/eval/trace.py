@@ -1,0 +1,73 @@
+"""One question's full retrieval trace as JSON: settings, every candidate with both scores and ranks,
+timings, the prompt sent and the answer. Lets users share, diff and re-score a run outside the app."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag.settings import Settings
+from rag.types import Candidate, Retrieval
+
+if TYPE_CHECKING:
+    from rag.answer import Answerer
+    from rag.eval.session import TurnRecord
+
+TRACE_VERSION = 1
+SETTINGS_FIELDS = ("embedding_model", "reranker_model", "embedding_dim", "query_instruction",
+                   "rerank_instruction", "top_k", "top_n", "collection", "llm_model", "temperature",
+                   "device", "dtype")
+
+
+def build_trace(retrieval: Retrieval, settings: Settings, *, embedding_dim: int | None = None,
+                messages: list[dict] | None = None, answer: str | None = None,
+                overrides: dict[str, Any] | None = None) -> dict:
+    """`overrides` records per-question values (instructions, k, n) that differ from `settings`."""
+    config = {f: getattr(settings, f) for f in SETTINGS_FIELDS}
+    config["embedding_dim"] = embedding_dim or settings.embedding_dim
+    config.update(overrides or {})
+    return {"version": TRACE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "query": retrieval.query, "settings": config, "reranked": retrieval.reranked,
+            "timings": dict(retrieval.timings),
+            "candidates": [asdict(c) for c in retrieval.candidates],
+            "prompt": messages or [], "answer": answer}
+
+
+def turn_trace(record: TurnRecord, settings: Settings, answerer: Answerer | None = None,
+               embedding_dim: int | None = None) -> dict:
+    """`build_trace` for a finished question: its options, every candidate, timings (generate included), the
+    prompt messages sent to the LLM (none in retrieval-only mode) and the answer."""
+    messages = []
+    if answerer is not None and answerer.configured:
+        messages = answerer.build_messages(record.question, record.retrieval.selected, record.history)
+    # The record's timings cover the whole turn (condense, generate); the retrieval's only its own steps.
+    retrieval = Retrieval(record.retrieval.query, record.retrieval.candidates, dict(record.timings),
+                          record.retrieval.reranked)
+    # Every `QueryOptions` field is a per-question setting: all of them override the server's settings.
+    trace = build_trace(retrieval, settings, embedding_dim=embedding_dim, messages=messages,
+                        answer=record.answer, overrides=asdict(record.options))
+    trace["question"] = record.question
+    trace["answer_mode"] = record.mode
+    return trace
+
+
+def trace_json(trace: dict) -> str:
+    return json.dumps(trace, ensure_ascii=False, indent=2)
+
+
+def write_trace(trace: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(trace_json(trace), encoding="utf-8")
+    return path
+
+
+def load_trace(path_or_text: str | Path) -> tuple[dict, Retrieval]:
+    """Read a trace back: the raw dict and the `Retrieval` it describes."""
+    text = Path(path_or_text).read_text(encoding="utf-8") if Path(str(path_or_text)).exists() \
+        else str(path_or_text)
+    trace = json.loads(text)
+    candidates = [Candidate(**c) for c in trace["candidates"]]
+    return trace, Retrieval(query=trace["query"], candidates=candidates, timings=trace["timings"],
+                            reranked=trace["reranked"])

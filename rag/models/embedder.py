@@ -1,0 +1,161 @@
+"""Dense embeddings with Qwen3-Embedding through sentence-transformers.
+
+Queries carry the instruction prompt `Instruct: {task}\\nQuery:{query}`; documents carry none. Matryoshka
+sizes truncate the full vector first and renormalise after, so inner product stays cosine.
+Documents are sorted by token count across the whole call and batched by padded tokens (rag/batching.py): on a
+CPU one text per batch is fastest at these lengths, on a GPU batches fill up. `dtype="int8"` quantises the
+Linear layers of a model this class loads.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from typing import Sequence
+
+import numpy as np
+
+from rag.errors import SettingsError
+from rag.models.batching import token_batches
+from rag.models.contracts import ProgressFn
+from rag.settings import DEFAULT_TASK
+
+log = logging.getLogger(__name__)
+
+def query_prompt(instruction: str | None) -> str:
+    return f"Instruct: {instruction or DEFAULT_TASK}\nQuery:"
+
+
+def is_instruction_aware(prompts: dict) -> bool:
+    """Qwen3-Embedding (and kin) ship a `query` prompt of the form "Instruct: ...\nQuery:"."""
+    return (prompts or {}).get("query", "").startswith("Instruct:")
+
+
+def truncate_and_normalise(vectors: np.ndarray, dim: int | None) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if dim is not None:
+        vectors = vectors[..., :dim]
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def use_left_padding(model) -> None:
+    """Pad on the left for last-token pooling, as the official Qwen3-Embedding code does. Other models
+    (MiniLM, BERT-style, absolute positions) keep their own side: left padding shifts their positions and
+    changes a text's vector with the length of its batch-mates."""
+    modes = [module.get_config_dict().get("pooling_mode") for module in model
+             if type(module).__name__ == "Pooling" and hasattr(module, "get_config_dict")]
+    if "lasttoken" in modes:
+        model.tokenizer.padding_side = "left"
+
+
+class SentenceTransformerEmbedder:
+    """`rag.models.Embedder` over any sentence-transformers model; Qwen3-Embedding by default."""
+
+    def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", *, dim: int | None = None,
+                 device: str = "auto", dtype: str = "auto", batch_size: int = 16, batch_tokens: int | None = None,
+                 max_tokens: int = 1024, query_cache_size: int = 256, model=None):
+        from rag.models.devices import runtime_for
+
+        self.model_name = model_name
+        runtime = runtime_for(model_name, device, dtype, loaded=model is not None, batch_tokens=batch_tokens)
+        self.device, self.precision, self.batch_tokens = runtime.device, runtime.precision, runtime.batch_tokens
+        self.torch_dtype = self.precision.dtype
+        self.batch_size = batch_size
+        self.model = model or self._load(model_name, max_tokens)
+        self.full_dim = int(self.model.get_embedding_dimension())
+        if dim is not None and not 32 <= dim <= self.full_dim:
+            raise SettingsError(f"embedding_dim={dim} (RAG_EMBEDDING_DIM) is outside 32..{self.full_dim} for {model_name}; "
+                             f"pick a Matryoshka size in that range or None for the full {self.full_dim}.")
+        self.dim = dim or self.full_dim
+        # Models without instructions (MiniLM, ...) get their own query prompt, if any, not Qwen's.
+        self.instruction_aware = is_instruction_aware(self.model.prompts)
+        self._query_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._cache_size = query_cache_size
+        self._cache_lock = threading.Lock()
+        self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
+
+    def _load(self, model_name: str, max_tokens: int):
+        from sentence_transformers import SentenceTransformer
+
+        from rag.errors import loading
+
+        log.info("loading embedding model %s on %s (%s)", model_name, self.device, self.precision.name)
+        with loading("embedding model", model_name, "RAG_EMBEDDING_MODEL / --embedding-model"):
+            model = SentenceTransformer(model_name, device=self.device,
+                                        model_kwargs={"dtype": self.torch_dtype})
+        use_left_padding(model)
+        model.max_seq_length = min(max_tokens, model.max_seq_length or max_tokens)
+        if self.precision.int8:
+            from rag.models.devices import quantize_linears
+
+            quantize_linears(model)
+        if self.precision.bf16_weights:
+            from rag.models.devices import compute_in_fp32
+
+            compute_in_fp32(model)
+        return model.eval()
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        texts = list(texts)
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+    def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            vectors = self.model.encode(list(texts), prompt=prompt, batch_size=self.batch_size,
+                                        convert_to_numpy=True, normalize_embeddings=False,
+                                        show_progress_bar=False)
+        return truncate_and_normalise(vectors.astype(np.float32), self.dim)
+
+    def embed_documents(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """Embed longest first in token-capped batches of similar length; report progress after each batch."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        lengths = self._token_counts(texts)
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        done = 0
+        for batch in token_batches(order, [lengths[i] for i in order], self.batch_size, self.batch_tokens):
+            out[batch] = self._encode([texts[i] for i in batch], prompt=None)
+            done += len(batch)
+            if progress:
+                progress(done, len(texts))
+        return out
+
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens per text as the model will see them (special tokens in, cut at the model's limit)."""
+        limit = self.model.max_seq_length or None
+        ids = self.tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
+        return [len(i) for i in ids]
+
+    def query_prompt(self, instruction: str | None) -> str | None:
+        if self.instruction_aware:
+            return query_prompt(instruction)
+        return self.model.prompts.get("query") or None
+
+    def embed_query(self, text: str, instruction: str | None = None) -> np.ndarray:
+        key = (instruction or DEFAULT_TASK, text)
+        with self._cache_lock:
+            cached = self._query_cache.get(key)
+            if cached is not None:
+                self._query_cache.move_to_end(key)
+                return cached.copy()
+        vector = self._encode([text], prompt=self.query_prompt(instruction))[0]
+        with self._cache_lock:
+            self._query_cache[key] = vector
+            if len(self._query_cache) > self._cache_size:
+                self._query_cache.popitem(last=False)
+        return vector.copy()

@@ -1,0 +1,156 @@
+"""Qwen3-Reranker: score = P("yes") from the yes/no logits of the official chat template.
+
+`Reranker.score` is the whole contract. The implementation computes only what the score needs: the hidden
+state of the last position, projected onto the two LM-head rows for "no" and "yes" (not 151k logits at
+every position), in length-sorted batches so short documents are not padded to the longest one. The tokens
+every pair shares (system prompt + instruction + query) run once per call; each document's tokens then run on
+their KV cache (rag/prefix_cache.py). Token ids are those of the reference tokenisation of the whole pair, so
+the split never changes what the model sees.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Sequence
+
+from rag.models.batching import token_batches
+from rag.settings import DEFAULT_TASK
+
+log = logging.getLogger(__name__)
+
+PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+          "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+
+
+def format_pair(query: str, document: str, instruction: str | None = None) -> str:
+    return f"<Instruct>: {instruction or DEFAULT_TASK}\n<Query>: {query}\n<Document>: {document}"
+
+
+class Qwen3Reranker:
+    """`rag.models.Reranker` over a Qwen3 causal LM (Qwen/Qwen3-Reranker-0.6B by default).
+
+    `dtype="int8"` quantises the Linear layers of a model this class loads (an injected `model` is used as is).
+    `prefix_cache=False` scores every pair with one full pass, as the reference does (for comparison).
+    `batch_tokens` caps padded tokens per batch (CPU default in rag/batching.py, measured in docs/benchmarks.md).
+    """
+
+    def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, device: str = "auto",
+                 dtype: str = "auto", batch_size: int = 8, max_tokens: int = 1024, prefix_cache: bool = True,
+                 batch_tokens: int | None = None, model=None, tokenizer=None):
+        from rag.models.devices import runtime_for
+
+        self.model_name = model_name
+        runtime = runtime_for(model_name, device, dtype, loaded=model is not None, batch_tokens=batch_tokens)
+        self.device, self.precision, self.batch_tokens = runtime.device, runtime.precision, runtime.batch_tokens
+        self.torch_dtype = self.precision.dtype
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.prefix_cache = prefix_cache
+        self.tokenizer = tokenizer or self._load_tokenizer(model_name)
+        self.model = model or self._load_model(model_name)
+        self.prefix_ids = self.tokenizer.encode(PREFIX, add_special_tokens=False)
+        self.suffix_ids = self.tokenizer.encode(SUFFIX, add_special_tokens=False)
+        self.yes_id = self.tokenizer.convert_tokens_to_ids("yes")
+        self.no_id = self.tokenizer.convert_tokens_to_ids("no")
+        self._yes_no_rows = self._lm_head_rows()
+        if model is None and self.precision.int8:
+            from rag.models.devices import quantize_linears
+
+            quantize_linears(self.model.model)  # the decoder only: the LM head is read as two fp32 rows
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _load_tokenizer(model_name: str):
+        from transformers import AutoTokenizer
+
+        from rag.errors import loading
+
+        with loading("reranker", model_name, "RAG_RERANKER_MODEL / --reranker-model (none turns it off)"):
+            return AutoTokenizer.from_pretrained(model_name, padding_side="left")
+
+    def _load_model(self, model_name: str):
+        from transformers import AutoModelForCausalLM
+
+        log.info("loading reranker %s on %s (%s)", model_name, self.device, self.precision.name)
+        from rag.errors import loading
+
+        with loading("reranker", model_name, "RAG_RERANKER_MODEL / --reranker-model (none turns it off)"):
+            model = AutoModelForCausalLM.from_pretrained(model_name, dtype=self.torch_dtype)
+        if self.precision.bf16_weights:
+            from rag.models.devices import compute_in_fp32
+
+            compute_in_fp32(model)
+        return model.to(self.device).eval()
+
+    def _lm_head_rows(self):
+        """The LM head's "no" and "yes" rows (and biases), kept in fp32: 2 logits instead of the vocabulary."""
+        import torch
+
+        head = self.model.get_output_embeddings()
+        weight = head.weight[[self.no_id, self.yes_id]].detach().float()
+        bias = head.bias[[self.no_id, self.yes_id]].detach().float() if head.bias is not None else None
+        return weight, bias if bias is not None else torch.zeros(2, device=weight.device)
+
+    def encode_pairs(self, query: str, documents: Sequence[str], instruction: str | None) -> list[list[int]]:
+        """Token ids per pair: prefix + body + suffix, cutting only the body's end when it is too long."""
+        budget = self.max_tokens - len(self.prefix_ids) - len(self.suffix_ids)
+        bodies = self.tokenizer([format_pair(query, d, instruction) for d in documents],
+                                add_special_tokens=False, truncation=True, max_length=budget)["input_ids"]
+        return [self.prefix_ids + body + self.suffix_ids for body in bodies]
+
+    def shared_head(self, query: str, instruction: str | None) -> list[int]:
+        """The ids every pair of this query starts with, if its tokenisation splits there (checked per pair)."""
+        shared = format_pair(query, "", instruction)[:-len("<Document>: ")]
+        return self.prefix_ids + self.tokenizer.encode(shared, add_special_tokens=False)
+
+    def score(self, query: str, documents: Sequence[str], instruction: str | None = None) -> list[float]:
+        if not documents:
+            return []
+        sequences = self.encode_pairs(query, documents, instruction)
+        head = self.shared_head(query, instruction) if self.prefix_cache else []
+        # A pair takes the cached path only when its reference ids really start with the head's ids (a BPE merge
+        # across the boundary or truncation into the query would break that) and leave a non-empty tail.
+        cached = [i for i, s in enumerate(sequences)
+                  if head and len(s) > len(head) and s[:len(head)] == head]
+        full = sorted(set(range(len(sequences))) - set(cached), key=lambda i: len(sequences[i]))
+        cached.sort(key=lambda i: len(sequences[i]))
+        scores = [0.0] * len(sequences)
+        with self._lock, _inference():
+            if cached:
+                from rag.models.prefix_cache import encode_head
+
+                head_kv = encode_head(self.model.model, head)
+                tail_lengths = [len(sequences[i]) - len(head) for i in cached]
+                for batch in token_batches(cached, tail_lengths, self.batch_size, self.batch_tokens):
+                    tails = [sequences[i][len(head):] for i in batch]
+                    self._fill(scores, batch, self._last_hidden_cached(head_kv, tails))
+            lengths = [len(sequences[i]) for i in full]
+            for batch in token_batches(full, lengths, self.batch_size, self.batch_tokens):
+                self._fill(scores, batch, self._last_hidden([sequences[i] for i in batch]))
+        return scores
+
+    def _fill(self, scores: list[float], batch: list[int], hidden) -> None:
+        import torch
+
+        weight, bias = self._yes_no_rows
+        logits = hidden.float() @ weight.T + bias  # columns: no, yes
+        for i, s in zip(batch, torch.softmax(logits, dim=-1)[:, 1].tolist()):
+            scores[i] = s
+
+    def _last_hidden_cached(self, head_kv, tails: list[list[int]]):
+        from rag.models.prefix_cache import last_hidden_after_head
+
+        return last_hidden_after_head(self.model.model, head_kv, tails, self.tokenizer.pad_token_id or 0)
+
+    def _last_hidden(self, sequences: list[list[int]]):
+        """One left-padded full pass: the last position is every row's last real token."""
+        inputs = self.tokenizer.pad({"input_ids": sequences}, padding=True, return_tensors="pt")
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        return self.model.model(**inputs).last_hidden_state[:, -1, :]
+
+
+def _inference():
+    import torch
+
+    return torch.inference_mode()

@@ -1,0 +1,50 @@
+"""bf16-stored checkpoints (as Qwen3 releases are) computed in fp32 with bf16 weights in memory: the same
+numbers as the official reference loading them in fp32, at half the weight memory."""
+import numpy as np
+import pytest
+import torch
+
+from rag.models.devices import checkpoint_dtype, cpu_has_bf16, resolve_precision
+from rag.models.embedder import SentenceTransformerEmbedder
+from rag.models.reranker import Qwen3Reranker
+from tests.model_factory import build_embedder, build_reranker
+from tests.models.test_reranker import DOCS, QUERY
+from tests.reference import ReferenceEmbedder, ReferenceReranker
+
+
+@pytest.fixture(scope="module")
+def bf16_paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bf16-models")
+    return build_embedder(root / "emb", bf16=True), build_reranker(root / "rr", bf16=True)
+
+
+def test_checkpoint_dtype_is_read_from_the_config(bf16_paths, tiny_reranker_path):
+    assert checkpoint_dtype(str(bf16_paths[1])) == "bfloat16"
+    assert checkpoint_dtype(str(tiny_reranker_path)) == "float32"
+    assert checkpoint_dtype("/no/such/model") is None
+
+
+def test_auto_keeps_bf16_weights_only_for_bf16_checkpoints_on_cpus_without_native_bf16():
+    auto = resolve_precision("auto", "cpu", "bfloat16")
+    assert auto.bf16_weights is (not cpu_has_bf16())
+    assert not resolve_precision("auto", "cpu", "float32").bf16_weights
+    assert resolve_precision("auto", "cpu", "float32").dtype in (torch.float32, torch.bfloat16)
+
+
+def test_reranker_with_bf16_weights_matches_fp32_reference(bf16_paths):
+    ours = Qwen3Reranker(str(bf16_paths[1]), device="cpu", dtype="bf16w")
+    layer = ours.model.model.layers[0]
+    assert layer.mlp.up_proj.weight.dtype == torch.bfloat16
+    assert layer.input_layernorm.weight.dtype == torch.float32
+    reference = ReferenceReranker(str(bf16_paths[1]))  # loads fp32, as the model card does
+    got, want = ours.score(QUERY, DOCS), reference.score(QUERY, DOCS)
+    assert max(abs(a - b) for a, b in zip(got, want)) <= 1e-4
+
+
+def test_embedder_with_bf16_weights_matches_fp32_reference(bf16_paths):
+    ours = SentenceTransformerEmbedder(str(bf16_paths[0]), device="cpu", dtype="bf16w")
+    texts = ["Milvus stores vectors.", "A longer passage about lava, ash and magma " * 5]
+    ref = ReferenceEmbedder(str(bf16_paths[0])).embed(texts).numpy()
+    got = ours.embed_documents(texts)
+    assert got.dtype == np.float32
+    assert np.min(np.sum(got * ref, axis=1)) >= 0.9999
