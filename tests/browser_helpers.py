@@ -56,11 +56,14 @@ def running_app(data_dir: Path, embedder, reranker, embedder_path: Path, reranke
         rag.close()
 
 
-PAGE_TIMEOUT_MS = 30_000
+PAGE_TIMEOUT_MS = 30_000  # waits for an eventual state (a reranked answer on 2 busy cores), not speed checks
 
 
 def open_page(browser, url: str, dialogs: list[str]):
     """A page in a fresh browser context (its own Gradio session), loaded; JS dialogs are recorded."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)  # `expect` has its own 5 s default, not the page's
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(PAGE_TIMEOUT_MS)
