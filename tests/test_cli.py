@@ -25,6 +25,7 @@ def run(tmp_path, tiny_embedder_path):
     return _run
 
 
+@pytest.mark.e2e
 def test_ingest_list_delete(run, tmp_path):
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
@@ -53,6 +54,7 @@ def test_ingest_list_delete(run, tmp_path):
     assert [line.split("\t")[0] for line in run("list").stdout.strip().splitlines()] == ["guide.md"]
 
 
+@pytest.mark.e2e
 def test_list_on_a_fresh_database_is_empty(run):
     result = run("list")
     assert result.returncode == 0 and result.stdout == ""

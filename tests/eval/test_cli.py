@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from rag.answer import Answerer
 from rag.cli import main
 from rag.eval.session import SessionJudgments
@@ -21,6 +23,7 @@ def _run(args, env):
                           text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_eval_cli_prints_table_and_writes_json(tmp_path, tiny_embedder_path, tiny_reranker_path, corpus_path):
     env = {**os.environ, "RAG_EMBEDDING_MODEL": str(tiny_embedder_path),
            "RAG_RERANKER_MODEL": str(tiny_reranker_path), "RAG_DEVICE": "cpu", "RAG_DTYPE": "fp32",
@@ -41,6 +44,7 @@ def test_eval_cli_prints_table_and_writes_json(tmp_path, tiny_embedder_path, tin
     assert set(report["report"]["dense"]) == {"Recall@2", "Recall@5", "MRR@10", "nDCG@10"}
 
 
+@pytest.mark.e2e
 def test_eval_cli_rejects_a_bad_judgments_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json}\n")
