@@ -26,9 +26,11 @@ from rag.ui.plots import ranking_figure
 from rag.ui.safety import safe_markdown
 from rag.ui.sessions import (
     deletable_documents,
+    NO_SESSION,
     end_session,
     session_owner,
     visible_documents,
+    writable,
 )
 from rag.ui.view import KEEP, Keep, View
 
@@ -72,12 +74,16 @@ class KnowledgeView(View):
 LISTING = ("documents", "choice", "summary")  # the components refresh and delete change
 
 
-def owner_of(request: gr.Request | None, settings: Settings) -> str:
-    """The request's owner; a malformed session id becomes a message on the page (gr.Error), not a trace."""
+def owner_of(request: gr.Request | None, settings: Settings, *, writes: bool = False) -> str:
+    """The request's owner; a malformed or (for writes in private mode) missing session id becomes a message
+    on the page or for the API caller (gr.Error), not a trace."""
     try:
-        return session_owner(getattr(request, "session_hash", None), settings)
+        owner = session_owner(getattr(request, "session_hash", None), settings, writes=writes)
     except InputError as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(user_message(exc)) from None
+    if writes and not writable(owner, settings):  # the one rule, whatever session_owner becomes
+        raise gr.Error(NO_SESSION)
+    return owner
 
 
 def passage_text(c: Candidate) -> str:
@@ -216,7 +222,7 @@ class KnowledgeHandlers:
         if not paths:
             gr.Warning("Choose one or more files to upload first.")
             return KnowledgeView()
-        owner = owner_of(request, self.settings)
+        owner = owner_of(request, self.settings, writes=True)
         progress(0, desc="Reading files…")
         try:
             report = self.rag.ingest_paths(paths, owner=owner, names=[Path(p).name for p in paths],
@@ -289,7 +295,7 @@ class KnowledgeHandlers:
                        "searchable only in this browser session and removed when you close it.")
 
     def delete(self, doc_id: str | None, request: gr.Request) -> KnowledgeView:
-        owner = owner_of(request, self.settings)
+        owner = owner_of(request, self.settings, writes=True)
         allowed = {d.doc_id: d for d in deletable_documents(self.rag, owner, self.settings)}
         if not doc_id or doc_id not in allowed:
             gr.Warning("Choose one of your uploaded documents to delete.")

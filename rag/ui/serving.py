@@ -11,6 +11,9 @@ requests use them at the same time:
 - everything else (listing, deleting, selecting a table row) runs up to `default_concurrency` at once.
 - at most `queue_max_size` events wait in the queue; beyond that a request is refused with "queue full"
   instead of piling up without bound.
+- every event goes through the queue: `api_open=False` closes Gradio's direct REST route
+  (`POST /gradio_api/run/<name>`), which would otherwise run a handler at once, outside every limit above.
+  API clients use the queued routes (gradio_client, `/gradio_api/call/<name>`, MCP).
 
 Each is a `Settings` field (RAG_CHAT_CONCURRENCY, RAG_INGEST_CONCURRENCY, RAG_DEFAULT_CONCURRENCY,
 RAG_QUEUE_MAX_SIZE).
@@ -35,4 +38,5 @@ def ingest_limits(settings: Settings) -> dict:
 
 def queue_options(settings: Settings) -> dict:
     """Keyword arguments for `Blocks.queue()`."""
-    return {"default_concurrency_limit": settings.default_concurrency, "max_size": settings.queue_max_size}
+    return {"default_concurrency_limit": settings.default_concurrency, "max_size": settings.queue_max_size,
+            "api_open": False}

@@ -16,12 +16,23 @@ log = logging.getLogger(__name__)
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 BAD_SESSION = ("This request carries a malformed session id, so it can't be tied to a browser session. "
                "Reload the page and try again.")
+NO_SESSION = ("This request has no browser session, and uploads here are private to one: open the page to "
+              "upload, list or delete your documents (or start the app with --shared-uploads to let API "
+              "clients write the shared knowledge base).")
 
 
-def session_owner(session_hash: str | None, settings: Settings) -> str:
+def session_owner(session_hash: str | None, settings: Settings, *, writes: bool = False) -> str:
     """The owner for this session's uploads: its session hash, or "" when uploads are shared. A session id
-    that isn't one Gradio would make is refused here, before it reaches a Milvus filter."""
-    if settings.shared_uploads or not session_hash:
+    that isn't one Gradio would make is refused here, before it reaches a Milvus filter.
+
+    Without a session (a direct REST or queue call that sends none) a reader sees the shared base only,
+    while a writer (`writes=True`: upload, delete, end) is refused in private mode: falling back to the
+    shared owner would let any anonymous client write into what every session reads."""
+    if settings.shared_uploads:
+        return SHARED_OWNER
+    if not session_hash:
+        if writes:
+            raise InputError(NO_SESSION)
         return SHARED_OWNER
     if not isinstance(session_hash, str) or not SESSION_ID.fullmatch(session_hash):
         raise InputError(BAD_SESSION)
@@ -38,6 +49,11 @@ def deletable_documents(rag: RAG, owner: str, settings: Settings) -> list[Docume
     if owner == SHARED_OWNER and not settings.shared_uploads:
         return []
     return [d for d in visible_documents(rag, owner) if d.owner == owner]
+
+
+def writable(owner: str, settings: Settings) -> bool:
+    """Whether an upload or delete may write as `owner`: the shared base only with --shared-uploads."""
+    return settings.shared_uploads or owner != SHARED_OWNER
 
 
 def end_session(rag: RAG, owner: str) -> int:

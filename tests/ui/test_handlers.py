@@ -344,3 +344,20 @@ def test_a_malformed_session_id_is_a_clear_message_not_a_milvus_error(tiny_rag, 
     assert tiny_rag.store.documents() == []  # nothing was written
     with pytest.raises(gr.Error, match="malformed session id"):
         run_ask(ChatHandlers(tiny_rag, tiny_settings, Answerer(tiny_settings)), "penguins", session=session)
+
+
+@pytest.mark.parametrize("session", [None, ""])
+def test_without_a_session_private_mode_refuses_writes_and_reads_the_shared_base(tiny_rag, tiny_settings, tmp_path,
+                                                                                 corpus_path, session):
+    """A direct API call that carries no session must not fall back to the shared owner for a write."""
+    tiny_rag.ingest_paths([corpus_path])
+    kb = KnowledgeHandlers(tiny_rag, tiny_settings)
+    phish = upload_file(tmp_path, "phish.md", "# Login\n\n[Sign in here](http://evil.example) about otters.")
+    with pytest.raises(gr.Error, match="no browser session") as caught:
+        kb.upload([phish], request(session))
+    assert "--shared-uploads" in str(caught.value)
+    shared_id = tiny_rag.store.documents()[0].doc_id
+    with pytest.raises(gr.Error, match="no browser session"):
+        kb.delete(shared_id, request(session))
+    assert [d.source for d in tiny_rag.store.documents()] == ["corpus.md"]  # nothing written, nothing deleted
+    assert list(kb.refresh(request(session)).documents["Document"]) == ["corpus.md"]  # reading still works
