@@ -91,10 +91,12 @@ class RAG:
         return self.rerank(dense, top_n, rerank_instruction, use_reranker)
 
     # --- ingestion --------------------------------------------------------------------------------
-    def ingest(self, inputs: Sequence[Input], owner: str = SHARED_OWNER, progress=None) -> IngestReport:
+    def ingest(self, inputs: Sequence[Input], owner: str = SHARED_OWNER, progress=None, *,
+               max_chunks: int | None = None, cancel=None) -> IngestReport:
         """The one ingestion entry point (rag.ingest.Ingestor.ingest): files, folders, zips, in-memory files
-        (`BytesInput`) and texts (`TextInput`); one `FileResult` per document."""
-        return self.ingestor.ingest(inputs, owner=owner, progress=progress)
+        (`BytesInput`) and texts (`TextInput`); one `FileResult` per document. `max_chunks` caps the chunks
+        the call adds; `cancel` (a `threading.Event`) stops it between steps with `IngestCancelled`."""
+        return self.ingestor.ingest(inputs, owner=owner, progress=progress, max_chunks=max_chunks, cancel=cancel)
 
     def add_texts(self, texts: Sequence[str], source: str, owner: str = SHARED_OWNER, progress=None) -> IngestReport:
         """Chunk, embed and store texts as one document named `source`; returns an `IngestReport`.
@@ -102,7 +104,8 @@ class RAG:
         return self.ingest([TextInput(source, tuple(texts))], owner=owner, progress=progress)
 
     def ingest_paths(self, paths: Sequence[str | Path | tuple], owner: str = SHARED_OWNER, progress=None, *,
-                     names: Sequence[str | None] | None = None) -> IngestReport:
+                     names: Sequence[str | None] | None = None, max_chunks: int | None = None,
+                     cancel=None) -> IngestReport:
         """Ingest files, folders (recursively) and .zip archives; returns an `IngestReport` with one
         `FileResult` per document (ok / skipped / failed + reason). One bad file never stops the others.
 
@@ -111,8 +114,10 @@ class RAG:
         folder: their path inside it). Uploads arriving as temp files pass their original name either as
         a `(path, display_name)` item in `paths` or as `names=[...]` (one name or None per path).
         `owner` is a session id for private uploads ("" = the shared knowledge base).
-        `progress(message, fraction)` is called per file and per embedding batch, fraction in 0..1."""
-        return self.ingest(file_inputs(paths, names), owner=owner, progress=progress)
+        `progress(message, fraction)` is called per file and per embedding batch, fraction in 0..1;
+        `max_chunks` and `cancel` as for `ingest`."""
+        return self.ingest(file_inputs(paths, names), owner=owner, progress=progress, max_chunks=max_chunks,
+                           cancel=cancel)
 
     def close(self) -> None:
         self.store.close()

@@ -18,9 +18,13 @@ import numpy as np
 from rag.errors import SettingsError
 from rag.models.batching import token_batches
 from rag.models.contracts import ProgressFn
+from rag.models.priority import GATE
 from rag.settings import DEFAULT_TASK
 
 log = logging.getLogger(__name__)
+
+BACKGROUND_WAIT = 30.0  # seconds an upload's next batch waits at most for questions to finish
+
 
 def query_prompt(instruction: str | None) -> str:
     return f"Instruct: {instruction or DEFAULT_TASK}\nQuery:"
@@ -129,6 +133,7 @@ class SentenceTransformerEmbedder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         done = 0
         for batch in token_batches(order, [lengths[i] for i in order], self.batch_size, self.batch_tokens):
+            GATE.wait_turn(BACKGROUND_WAIT)  # a question embedding or reranking goes first (rag/models/priority.py)
             out[batch] = self._encode([texts[i] for i in batch], prompt=None)
             done += len(batch)
             if progress:
@@ -153,7 +158,8 @@ class SentenceTransformerEmbedder:
             if cached is not None:
                 self._query_cache.move_to_end(key)
                 return cached.copy()
-        vector = self._encode([text], prompt=self.query_prompt(instruction))[0]
+        with GATE.urgent():
+            vector = self._encode([text], prompt=self.query_prompt(instruction))[0]
         with self._cache_lock:
             self._query_cache[key] = vector
             if len(self._query_cache) > self._cache_size:

@@ -14,6 +14,7 @@ import threading
 from typing import Sequence
 
 from rag.models.batching import token_batches
+from rag.models.priority import GATE
 from rag.settings import DEFAULT_TASK
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class Qwen3Reranker:
         full = sorted(set(range(len(sequences))) - set(cached), key=lambda i: len(sequences[i]))
         cached.sort(key=lambda i: len(sequences[i]))
         scores = [0.0] * len(sequences)
-        with self._lock, _inference():
+        with GATE.urgent(), self._lock, _inference():
             if cached:
                 from rag.models.prefix_cache import encode_head
 

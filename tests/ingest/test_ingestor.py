@@ -176,3 +176,62 @@ def test_add_texts_is_one_document(tiny_rag):
     assert report.files[0].status == "ok" and again.files[0].status == "skipped"
     assert [(d.source, d.chunks) for d in tiny_rag.store.documents()] == [("notes", report.chunks)]
     assert set(report.timings) == {"parse", "chunk", "embed", "write", "index"}
+
+
+# --- fair sharing: a chunk budget per call, writes in steps, cancel -------------------------------------
+def _sections(n: int, word: str = "glacier") -> str:
+    """A document of `n` sections, each long enough to be a chunk of its own."""
+    return "# Field notes\n\n" + "\n\n".join(
+        f"## Section {i}\n\n" + " ".join(f"The {word} survey {i} measured ice flow at station {j}." for j in range(4))
+        for i in range(n))
+
+
+def test_a_document_over_the_chunk_budget_fails_with_the_limit_and_writes_nothing(tiny_rag):
+    from rag.ingest import TextInput
+
+    report = tiny_rag.ingest([TextInput("small.md", (_sections(3),)), TextInput("big.md", (_sections(40),))],
+                             max_chunks=20)
+    small, big = report.files
+    assert small.status == "ok" and 0 < small.chunks <= 20
+    assert big.status == "failed" and f"more than this upload may add ({20 - small.chunks}" in big.reason
+    assert "limit per upload is 20 chunks" in big.reason and "Split it" in big.reason
+    assert {d.source for d in tiny_rag.store.documents()} == {"small.md"}
+    assert tiny_rag.ingest([TextInput("big.md", (_sections(40),))]).files[0].status == "ok"  # no limit: no cap
+
+
+def test_text_too_long_for_the_budget_fails_before_it_is_chunked(tiny_rag):
+    import time
+
+    from rag.ingest import BytesInput
+
+    huge = ("word " * 2_000_000).encode()  # 10 MB on one line: chunking it would take over a minute
+    started = time.perf_counter()
+    result = tiny_rag.ingest([BytesInput("huge.md", huge)], max_chunks=100).files[0]
+    assert time.perf_counter() - started < 5
+    assert result.status == "failed" and "10,000,000 characters" in result.reason and "100 chunks" in result.reason
+    assert tiny_rag.store.count() == 0
+
+
+def test_a_large_document_is_written_in_steps_and_a_cancel_stops_it_between_steps(tiny_rag):
+    from rag.ingest import IngestCancelled, TextInput
+    from rag.ingest.ingestor import WRITE_BATCH
+
+    counts = []
+    report = tiny_rag.ingest([TextInput("long.md", (_sections(3 * WRITE_BATCH),))],
+                             progress=lambda message, _: counts.append(tiny_rag.store.count()))
+    total = report.files[0].chunks
+    assert report.files[0].status == "ok" and total > 2 * WRITE_BATCH
+    assert any(0 < n < total for n in counts)  # searchable step by step, never all held in memory first
+    assert tiny_rag.store.count() == total
+
+    cancel = threading.Event()
+
+    def progress(message: str, _: float) -> None:
+        if tiny_rag.store.count() > total:  # the second document's first step is in: the session ends
+            cancel.set()
+
+    with pytest.raises(IngestCancelled, match="session ended"):
+        tiny_rag.ingest([TextInput("other.md", (_sections(3 * WRITE_BATCH, "volcano"),))], owner="alice",
+                        progress=progress, cancel=cancel)
+    written = tiny_rag.store.count() - total
+    assert 0 < written < total  # stopped within a step or two; the caller removes what it wrote
