@@ -83,7 +83,10 @@ def create_app(settings: Settings, default_kb: bool = True, judgments_file: str 
     """Load the models and the collection once, then build the page over them."""
     from rag.ui import build_app
 
+    from rag.ui.sessions import remove_orphans
+
     rag = RAG(settings)
+    remove_orphans(rag)  # private uploads of sessions that ended with an earlier process
     knowledge_base = load_knowledge_base(rag) if default_kb else ""
     return build_app(rag, settings, knowledge_base=knowledge_base, judgments_file=judgments_file), rag
 

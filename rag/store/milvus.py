@@ -152,6 +152,14 @@ class Store:
         self.wait_until_indexed()
         return removed
 
+    def delete_private(self) -> int:
+        """Remove every session's uploads (all owners but the shared knowledge base)."""
+        rows = self._query(f"owner != {_quote(SHARED_OWNER)}", ["id"])
+        removed = self.delete_ids(r["id"] for r in rows)
+        if removed:
+            self.wait_until_indexed()
+        return removed
+
     def wait_until_indexed(self, timeout: float = 600.0) -> bool:
         """Block until written rows are indexed (rag/indexing.py): call after an upload, outside any lock
         searches wait on, so the next search is fast. False when that could not be confirmed in time."""

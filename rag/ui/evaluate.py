@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -38,6 +39,7 @@ from rag.eval.trace import turn_trace, write_trace
 from rag.pipeline import RAG
 from rag.settings import Settings
 from rag.types import Candidate
+from rag.ui.cleanup import remove_at_exit
 from rag.ui.handlers import owner_of, passage_text
 from rag.ui.safety import safe_markdown
 from rag.ui.view import KEEP, Keep, View, bind
@@ -176,7 +178,13 @@ class EvaluateHandlers:
                  work_dir: str | Path | None = None):
         self.rag, self.settings, self.answerer = rag, settings, answerer
         self.file = JudgmentsFile(judgments_file) if judgments_file else None
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="rag-eval-"))
+        # per-session trace and judgments files; a folder of our own goes when the process exits
+        self.work_dir = Path(work_dir) if work_dir else remove_at_exit(Path(tempfile.mkdtemp(prefix="rag-eval-")))
+
+    def end_session(self, request: gr.Request) -> None:
+        """Blocks.unload: the session's trace and judgments files go with it."""
+        folder = self.work_dir / _safe_name(getattr(request, "session_hash", None) or "local")
+        shutil.rmtree(folder, ignore_errors=True)
 
     # chat tab: grade the selected passage, export the trace
     def grade(self, record: TurnRecord | None, selected: dict | None, label: str | None,

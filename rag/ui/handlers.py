@@ -19,14 +19,17 @@ from rag.answer import Answerer
 from rag.chat import ANSWER, DENSE, QueryOptions, TurnStep, run_turn
 from rag.errors import InputError, user_message
 from rag.eval.session import TurnRecord
+from rag.ingest import IngestCancelled
 from rag.pipeline import RAG
 from rag.settings import Settings
 from rag.types import SHARED_OWNER, Candidate
+from rag.ui.cleanup import remove_uploaded
 from rag.ui.plots import ranking_figure
 from rag.ui.safety import safe_markdown
 from rag.ui.sessions import (
-    deletable_documents,
     NO_SESSION,
+    UploadSessions,
+    deletable_documents,
     end_session,
     session_owner,
     visible_documents,
@@ -216,17 +219,23 @@ class KnowledgeHandlers:
 
     def __init__(self, rag: RAG, settings: Settings, kb_name: str = ""):
         self.rag, self.settings, self.kb_name = rag, settings, kb_name
+        self.sessions = UploadSessions()
 
     def upload(self, files: list[Any] | None, request: gr.Request, progress=gr.Progress()) -> KnowledgeView:
         paths = [getattr(f, "name", f) for f in files or []]
         if not paths:
             gr.Warning("Choose one or more files to upload first.")
             return KnowledgeView()
-        owner = owner_of(request, self.settings, writes=True)
+        try:
+            owner = owner_of(request, self.settings, writes=True)
+        except gr.Error:
+            remove_uploaded(paths)
+            raise
         progress(0, desc="Reading files…")
         try:
-            report = self.rag.ingest_paths(paths, owner=owner, names=[Path(p).name for p in paths],
-                                           progress=lambda message, fraction: progress(fraction, desc=message))
+            report = self._ingest(paths, owner, progress)
+        except IngestCancelled:
+            return KnowledgeView()  # the tab is closed: nobody to show anything to
         except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
             log.exception("upload failed")
             gr.Warning(f"Upload failed: {user_message(exc)}")
@@ -234,11 +243,29 @@ class KnowledgeHandlers:
         self._notify(report)
         return replace(self.refresh(request), report=self.report_table(report), files=None)
 
+    def _ingest(self, paths: list[str], owner: str, progress):
+        """Ingest under the per-upload chunk limit; the raw files go once read. If the session ends meanwhile,
+        the ingestion stops at its next step and everything it wrote for the session is removed."""
+        with self.sessions.uploading(owner) as cancel:
+            try:
+                report = self.rag.ingest_paths(paths, owner=owner, names=[Path(p).name for p in paths],
+                                               max_chunks=self.settings.max_upload_chunks, cancel=cancel,
+                                               progress=lambda message, fraction: progress(fraction, desc=message))
+            finally:
+                remove_uploaded(paths)
+                if cancel.is_set():  # ended mid-upload: delete after the last write, not only before it
+                    log.info("upload cancelled: its session ended")
+                    end_session(self.rag, owner)
+            if cancel.is_set():
+                raise IngestCancelled("The upload was cancelled because its browser session ended.")
+        return report
+
     def api_upload(self, files: list[Any] | None, progress=gr.Progress()) -> dict:
         """The named `/upload` endpoint. An API caller has no browser session that could own (and, when it
         ends, remove) private uploads, so API uploads go to the shared knowledge base — and only when the
         app runs with --shared-uploads; otherwise they are refused. Returns the per-file report."""
         if not self.settings.shared_uploads:
+            remove_uploaded(getattr(f, "name", f) for f in files or [])
             raise gr.Error("Uploads through the API go to the shared knowledge base, and this app keeps "
                            "uploads private (start it with --shared-uploads to allow them). Use the "
                            "Knowledge tab in the browser for a private upload.")
@@ -247,10 +274,13 @@ class KnowledgeHandlers:
             raise gr.Error("No files were sent: pass one or more files.")
         try:
             report = self.rag.ingest_paths(paths, owner=SHARED_OWNER, names=[Path(p).name for p in paths],
+                                           max_chunks=self.settings.max_upload_chunks,
                                            progress=lambda message, fraction: progress(fraction, desc=message))
         except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
             log.exception("API upload failed")
             raise gr.Error(f"Upload failed: {user_message(exc)}") from None
+        finally:
+            remove_uploaded(paths)
         return {"chunks": report.chunks, "summary": report.summary(),
                 "files": [{"source": f.source, "status": f.status, "chunks": f.chunks, "reason": f.reason}
                           for f in report.files]}
@@ -305,8 +335,12 @@ class KnowledgeHandlers:
         return self.refresh(request)
 
     def end_session(self, request: gr.Request) -> None:
-        """Blocks.unload: the tab closed, drop what this session uploaded (unless uploads are shared)."""
+        """Blocks.unload: the tab closed, drop what this session uploaded (unless uploads are shared); an upload
+        still running for it is cancelled and cleans up after itself (`_ingest`)."""
         try:
-            end_session(self.rag, owner_of(request, self.settings))
+            owner = owner_of(request, self.settings)
+            if owner != SHARED_OWNER and self.sessions.end(owner):
+                log.info("session ended during its upload: cancelling it")
+            end_session(self.rag, owner)
         except Exception:  # noqa: BLE001 - clean-up must never raise into Gradio's disconnect handling
             log.exception("cleaning up a closed session failed")

@@ -13,6 +13,7 @@ from rag.pipeline import RAG
 from rag.settings import Settings
 from rag.ui.api import register_api
 from rag.ui.assets import CITATION_SCRIPT
+from rag.ui.cleanup import UPLOAD_CACHE
 from rag.ui.evaluate import (
     SELECTION,
     EvaluateHandlers,
@@ -66,7 +67,7 @@ def build_app(rag: RAG, settings: Settings | None = None, answerer: Answerer | N
     knowledge = KnowledgeHandlers(rag, settings, knowledge_base)
     evaluation = EvaluateHandlers(rag, settings, answerer, judgments_file)
     plots.warm_up()
-    with gr.Blocks(title="RAG chat · Qwen3 + Milvus") as demo:
+    with gr.Blocks(title="RAG chat · Qwen3 + Milvus", delete_cache=UPLOAD_CACHE) as demo:
         gr.Markdown("## RAG chat — see what the retriever found, and how the reranker reordered it")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
@@ -79,6 +80,7 @@ def build_app(rag: RAG, settings: Settings | None = None, answerer: Answerer | N
         _wire_chat(ui, chat, chat_limits(settings))
         _wire_knowledge(demo, kb, knowledge, knowledge_tab, ingest_limits(settings))
         wire_evaluate(ui, ev, evaluation, eval_tab)
+        demo.unload(evaluation.end_session)
         demo.load(None, js=CITATION_SCRIPT)
     return demo
 

@@ -1,8 +1,14 @@
-"""Who owns an upload: the browser session (private, removed when the tab closes) or everyone."""
+"""Who owns an upload: the browser session (private, removed when the tab closes) or everyone; and how a
+session's uploads go: when it ends (an upload still running for it is cancelled and what it wrote removed),
+or at the next start-up for sessions that ended without saying so (tab killed, process stopped)."""
 from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Iterator
 
 from rag.errors import InputError
 from rag.pipeline import RAG
@@ -64,3 +70,52 @@ def end_session(rag: RAG, owner: str) -> int:
     if removed:
         log.info("session ended: removed %d uploaded chunks", removed)
     return removed
+
+
+def remove_orphans(rag: RAG) -> int:
+    """At start-up: every private upload belongs to a session of an earlier process (sessions don't survive
+    a restart), so all of them go. Only the shared knowledge base stays."""
+    removed = rag.store.delete_private()
+    if removed:
+        log.info("start-up: removed %d orphaned chunks of sessions that ended with the last process", removed)
+    return removed
+
+
+class UploadSessions:
+    """The uploads running per session, and the sessions that ended, so that a tab closed mid-upload leaves
+    nothing: ending a session cancels its running upload (it stops at its next step), and an upload that
+    starts after its session ended is cancelled at once. Remembers the last `remember` ended sessions."""
+
+    def __init__(self, remember: int = 10_000):
+        self._lock = threading.Lock()
+        self._running: dict[str, list[threading.Event]] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+
+    @contextmanager
+    def uploading(self, owner: str) -> Iterator[threading.Event]:
+        """The cancel event for one upload of `owner`, set once the session ends."""
+        cancel = threading.Event()
+        with self._lock:
+            if owner in self._ended:
+                cancel.set()
+            self._running.setdefault(owner, []).append(cancel)
+        try:
+            yield cancel
+        finally:
+            with self._lock:
+                events = self._running.get(owner, [])
+                events.remove(cancel)
+                if not events:
+                    self._running.pop(owner, None)
+
+    def end(self, owner: str) -> int:
+        """Mark `owner`'s session ended and cancel its running uploads; returns how many were running."""
+        with self._lock:
+            self._ended[owner] = None
+            while len(self._ended) > self._remember:
+                self._ended.popitem(last=False)
+            running = self._running.get(owner, [])
+            for cancel in running:
+                cancel.set()
+            return len(running)

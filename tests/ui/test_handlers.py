@@ -361,3 +361,38 @@ def test_without_a_session_private_mode_refuses_writes_and_reads_the_shared_base
         kb.delete(shared_id, request(session))
     assert [d.source for d in tiny_rag.store.documents()] == ["corpus.md"]  # nothing written, nothing deleted
     assert list(kb.refresh(request(session)).documents["Document"]) == ["corpus.md"]  # reading still works
+
+
+def _long_markdown(sections: int) -> str:
+    return "# Long\n\n" + "\n\n".join(f"## Part {i}\n\n" + " ".join(
+        f"Walrus colony {i} was counted from the air at site {j}." for j in range(4)) for i in range(sections))
+
+
+def test_a_session_that_ends_during_its_upload_leaves_nothing(tiny_rag, tiny_settings, tmp_path, corpus_path):
+    import threading
+    import time
+
+    tiny_rag.ingest_paths([corpus_path])
+    kb = KnowledgeHandlers(tiny_rag, tiny_settings)
+    path = upload_file(tmp_path, "long.md", _long_markdown(400))
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (kb.upload([path], request("alice")), done.set()))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not any(d.owner == "alice" for d in tiny_rag.store.documents("alice")) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first steps are in the store: the upload is running
+    assert not done.is_set(), "the upload finished before the session could end during it"
+    kb.end_session(request("alice"))  # the tab closes
+    thread.join(60)
+    assert done.is_set()
+    assert [d.source for d in tiny_rag.store.documents("alice")] == ["corpus.md"]  # nothing of it stayed
+    kb.upload([upload_file(tmp_path, "late.md", "# Late\n\nA late upload about walruses.")], request("alice"))
+    assert [d.source for d in tiny_rag.store.documents("alice")] == ["corpus.md"]  # nor after it ended
+
+
+def test_an_upload_over_the_chunk_limit_fails_with_a_message(tiny_rag, tiny_settings, tmp_path):
+    kb = KnowledgeHandlers(tiny_rag, tiny_settings.replace(max_upload_chunks=10))
+    with pytest.warns(UserWarning, match="could not be added"):
+        result = kb.upload([upload_file(tmp_path, "long.md", _long_markdown(30))], request("alice"))
+    assert "limit per upload is 10 chunks" in result.report["Note"].item()
+    assert tiny_rag.store.count() == 0
