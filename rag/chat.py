@@ -69,7 +69,7 @@ def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | 
     yield TurnStep(RERANKED, query, final, dict(timings))
     started = time.perf_counter()
     for update in answerer.stream(question, final.selected, history, model=options.llm_model or None,
-                                  temperature=options.temperature):
+                                  temperature=options.temperature, spent=timings.get("condense", 0.0)):
         timings["generate"] = time.perf_counter() - started
         yield TurnStep(ANSWER, query, final, dict(timings), update)
 

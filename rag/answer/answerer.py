@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import rag.answer.prompt as prompt
 from rag.answer.citations import Citation, parse_citations
-from rag.answer.client import describe_error, endpoint_of, is_configured, make_client
+from rag.answer.client import MAX_RETRIES, describe_error, endpoint_of, is_configured, make_client
 from rag.answer.history import (
     bound_history,
     clean_condensed,
@@ -122,9 +122,20 @@ class Answerer:
         return condensed
 
     # --- answers ---------------------------------------------------------------------------------------
+    def attempt_timeout(self, spent: float = 0.0) -> float:
+        """Seconds each attempt at the answer may wait, when `spent` seconds of the turn already went to the
+        LLM (condensing a follow-up): a turn's LLM calls together stay within the documented
+        (1 + MAX_RETRIES) x llm_timeout, however the time was split between them."""
+        attempts = 1 + MAX_RETRIES
+        left = attempts * self.settings.llm_timeout - max(0.0, spent)
+        seconds = min(self.settings.llm_timeout, max(left / attempts, self.settings.llm_timeout / 10))
+        return seconds if seconds == self.settings.llm_timeout else max(0.1, int(seconds * 10) / 10)  # "0.9 s"
+
     def stream(self, question: str, passages: list[Candidate], history: list[dict] | None = None, *,
-               model: str | None = None, temperature: float | None = None) -> Iterator[AnswerUpdate]:
-        """Yield the answer as it grows; the last update has `done=True` and the citations."""
+               model: str | None = None, temperature: float | None = None,
+               spent: float = 0.0) -> Iterator[AnswerUpdate]:
+        """Yield the answer as it grows; the last update has `done=True` and the citations. `spent`: seconds
+        this turn already waited on the LLM (see `attempt_timeout`)."""
         passages = list(passages)
         if not self.configured:
             yield self.retrieval_only(passages)
@@ -135,8 +146,9 @@ class Answerer:
         raw, shown, finish, error, started = "", "", None, None, False
         began = time.perf_counter()
         client = None
+        timeout = self.attempt_timeout(spent)
         try:
-            client = self.client
+            client = self.client if timeout == self.settings.llm_timeout else self.client.with_options(timeout=timeout)
             stream = self._create(client, model, messages, temperature)
             started = True
             try:
@@ -157,7 +169,7 @@ class Answerer:
                 stream.close()
         except Exception as exc:  # noqa: BLE001 - nothing raises out to the UI
             error = describe_error(exc, model=model, endpoint=endpoint_of(client, self.settings),
-                                   timeout=self.settings.llm_timeout, mid_stream=started)
+                                   timeout=timeout, mid_stream=started)
             log.warning("LLM answer failed after %.2f s: %s (%s: %s)", time.perf_counter() - began, error,
                         type(exc).__name__, exc)
         text = strip_thinking(raw).strip()

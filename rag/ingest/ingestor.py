@@ -26,6 +26,7 @@ from rag.ingest.inputs import (
     FileInput,
     Input,
     TextInput,
+    clean_name,
     display_name,
     expand,
 )
@@ -160,7 +161,7 @@ class Ingestor:
                                                       ".pdf, .docx, .html).")]
         results = []
         for n, member in enumerate(members):
-            source = f"{name}/{member.name}"
+            source = f"{name}/{clean_name(member.name)}"
             if member.error is not None:
                 results.append(FileResult(source, "failed", reason=str(member.error)))
                 continue

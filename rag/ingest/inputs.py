@@ -5,7 +5,8 @@ zips are expanded later, by the ingestor, once their bytes are read under the si
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence, Union
 
@@ -36,6 +37,15 @@ class TextInput:
 
 Input = Union[FileInput, BytesInput, TextInput]
 
+# Bidirectional controls (LRE..RLO, LRI..PDI, LRM/RLM/ALM) and other C0/C1 controls: in a file name they only
+# serve to disguise it — "invoice\u202Efdp.md" shows as "invoicedm.pdf" — so stored names never hold them.
+NAME_CONTROLS = re.compile("[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_name(name: str) -> str:
+    """A display name without bidi or control characters (the text a user sees is the text stored)."""
+    return NAME_CONTROLS.sub("", name)
+
 
 def file_inputs(paths: Iterable, names: Sequence[str | None] | None = None) -> list[FileInput]:
     """Paths (or `(path, display_name)` tuples) with optional display names, one per path."""
@@ -52,7 +62,8 @@ def file_inputs(paths: Iterable, names: Sequence[str | None] | None = None) -> l
 
 
 def expand(inputs: Iterable[Input]) -> list[Input]:
-    """Folders become their supported files, named by their path inside the folder; others stay as they are."""
+    """Folders become their supported files, named by their path inside the folder; others stay as they are.
+    Every name is cleaned of bidi and control characters (`clean_name`)."""
     expanded: list[Input] = []
     for item in inputs:
         if isinstance(item, FileInput) and item.path.is_dir():
@@ -61,7 +72,7 @@ def expand(inputs: Iterable[Input]) -> list[Input]:
             expanded.append(FileInput(item.path, item.name or item.path.name))
         else:
             expanded.append(item)
-    return expanded
+    return [replace(item, name=clean_name(display_name(item))) for item in expanded]
 
 
 def display_name(item: Input) -> str:

@@ -9,6 +9,7 @@ import re
 
 import pandas as pd
 
+from rag.ingest.inputs import clean_name
 from rag.types import Candidate, Retrieval
 from rag.ui.safety import escape_html, safe_markdown
 
@@ -52,7 +53,7 @@ def candidate_row(candidate: Candidate, top_n: int, reranked: bool, pending: boo
         rerank_score = "" if candidate.rerank_score is None else f"{candidate.rerank_score:.4f}"
     mark = PENDING if pending else llm_mark(candidate, top_n, reranked)
     return [mark, rerank_rank, str(candidate.dense_rank), "" if pending else rank_delta(candidate),
-            rerank_score, f"{candidate.dense_score:.4f}", candidate.source, snippet(candidate.text)]
+            rerank_score, f"{candidate.dense_score:.4f}", clean_name(candidate.source), snippet(candidate.text)]
 
 
 def candidates_table(retrieval: Retrieval | None, top_n: int, pending: bool = False) -> pd.DataFrame:
@@ -63,7 +64,9 @@ def candidates_table(retrieval: Retrieval | None, top_n: int, pending: bool = Fa
 
 
 def source_label(candidate: Candidate) -> str:
-    return f"{candidate.source} › {candidate.heading}" if candidate.heading else candidate.source
+    """Source and heading; names stored before bidi controls were cleaned at ingestion are cleaned here."""
+    source = clean_name(candidate.source)
+    return f"{source} › {candidate.heading}" if candidate.heading else source
 
 
 # --- timings ---------------------------------------------------------------------------------------------

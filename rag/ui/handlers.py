@@ -20,6 +20,7 @@ from rag.chat import ANSWER, DENSE, QueryOptions, TurnStep, run_turn
 from rag.errors import InputError, user_message
 from rag.eval.session import TurnRecord
 from rag.ingest import IngestCancelled
+from rag.ingest.inputs import clean_name
 from rag.pipeline import RAG
 from rag.settings import Settings
 from rag.types import SHARED_OWNER, Candidate
@@ -307,8 +308,9 @@ class KnowledgeHandlers:
         except Exception as exc:  # noqa: BLE001
             log.exception("listing documents failed")
             return KnowledgeView(summary=f"⚠ Could not list the documents: {safe_markdown(user_message(exc))}")
-        rows = [[d.source, d.chunks, "everyone" if d.owner == SHARED_OWNER else "this session"] for d in documents]
-        choices = [(d.source, d.doc_id) for d in deletable]
+        rows = [[clean_name(d.source), d.chunks, "everyone" if d.owner == SHARED_OWNER else "this session"]
+                for d in documents]
+        choices = [(clean_name(d.source), d.doc_id) for d in deletable]
         return KnowledgeView(documents=pd.DataFrame(rows, columns=DOCUMENT_HEADERS),
                              choice=gr.Dropdown(choices=choices, value=None, interactive=bool(choices)),
                              summary=self.summary(documents, owner))

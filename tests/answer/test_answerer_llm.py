@@ -1,6 +1,7 @@
 """Streaming, cited answers against a real local OpenAI-compatible server (tests/openai_server.py)."""
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -163,3 +164,20 @@ def test_answerer_with_an_injected_client(openai_server):
     answerer = Answerer(Settings(openai_api_key=None, llm_base_url=None), client=client)
     assert answerer.configured
     assert answerer.answer("q", PASSAGES).text == openai_server.reply
+
+
+def test_a_follow_up_with_a_hung_llm_stays_within_two_timeouts(openai_server):
+    """Condensing and answering share the turn's (1 + MAX_RETRIES) x llm_timeout: 3 x before, as condense came
+    on top of the answer's two attempts."""
+    openai_server.configure(fail="slow", delay=20)
+    answerer = answerer_for(openai_server.base_url, llm_timeout=2.0)
+    history = [{"role": "user", "content": "What is Milvus?"}, {"role": "assistant", "content": "A database."}]
+    assert answerer.client is not None  # built (and openai imported, ~2 s) before the clock starts, as in the app
+    started = time.perf_counter()
+    query = answerer.condense("and how does it index?", history)  # the LLM hangs: falls back after 2 s
+    spent = time.perf_counter() - started
+    final = list(answerer.stream("and how does it index?", PASSAGES, history, spent=spent))[-1]
+    elapsed = time.perf_counter() - started
+    assert "Milvus" in query and spent >= 2.0
+    assert re.search(r"did not respond within 0\.[5-9] s", final.error), final.error  # (4 - spent) / 2
+    assert elapsed < 2 * 2.0 + 1.0, elapsed  # two timeouts plus the client's one short backoff

@@ -235,3 +235,13 @@ def test_a_large_document_is_written_in_steps_and_a_cancel_stops_it_between_step
                         progress=progress, cancel=cancel)
     written = tiny_rag.store.count() - total
     assert 0 < written < total  # stopped within a step or two; the caller removes what it wrote
+
+
+def test_bidi_and_control_characters_never_reach_a_stored_name(tiny_rag):
+    from rag.ingest import BytesInput
+
+    spoofed = "invoice\u202efdp.md"  # shows as "invoicedm.pdf"
+    report = tiny_rag.ingest([BytesInput(spoofed, b"# Invoice\n\nPay the walrus."),
+                              BytesInput("isolate\u2067x\u2069\x1b[31m.md", b"# Isolate\n\nText about seals.")])
+    assert [f.source for f in report.files] == ["invoicefdp.md", "isolatex[31m.md"]
+    assert {d.source for d in tiny_rag.store.documents()} == {"invoicefdp.md", "isolatex[31m.md"}
