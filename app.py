@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 from typing import Mapping, Sequence
 
 from rag import RAG, Settings
@@ -112,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(f"error: {exc}") from None
     from rag.ui import launch_options
     from rag.ui.serving import queue_options
+
+    # SIGTERM (docker stop, Spaces, systemd) stops the server like Ctrl-C: Gradio shuts down and deletes its
+    # cached uploads, and the process's atexit clean-up (rag/ui/cleanup.py) runs; by default it just dies.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     demo.queue(**queue_options(settings)).launch(server_name=host, server_port=port,
                                                  mcp_server=True if args.mcp else None, max_file_size=MAX_UPLOAD,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from rag.answer import Answerer, AnswerUpdate
+from rag.models.priority import GATE
 from rag.pipeline import RAG
 from rag.types import SHARED_OWNER, Retrieval
 
@@ -61,10 +62,12 @@ def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | 
     """Yield the dense retrieval, then the reranked one, then every answer update (the last one done)."""
     timings: dict[str, float] = {}
     query = _condense(answerer, question, history, timings)
-    dense = rag.dense_search(query, options.top_k, options.query_instruction or None, owner or None)
+    with GATE.urgent():  # an upload's next step waits while the question searches (rag/models/priority.py)
+        dense = rag.dense_search(query, options.top_k, options.query_instruction or None, owner or None)
     timings.update(dense.timings)
     yield TurnStep(DENSE, query, dense, dict(timings))
-    final = rag.rerank(dense, options.top_n, options.rerank_instruction or None, options.use_reranker)
+    with GATE.urgent():
+        final = rag.rerank(dense, options.top_n, options.rerank_instruction or None, options.use_reranker)
     timings.update(final.timings)
     yield TurnStep(RERANKED, query, final, dict(timings))
     started = time.perf_counter()

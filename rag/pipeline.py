@@ -14,6 +14,7 @@ from rag.ingest.inputs import Input, TextInput, file_inputs
 from rag.ingest.loaders import IngestLimits
 from rag.ingest.report import IngestReport
 from rag.models import Embedder, Reranker, make_embedder, make_reranker
+from rag.models.priority import GATE
 from rag.settings import Settings
 from rag.store import Store, make_client
 from rag.types import SHARED_OWNER, Candidate, Retrieval
@@ -87,8 +88,9 @@ class RAG:
     def retrieve(self, query: str, top_k: int | None = None, top_n: int | None = None,
                  query_instruction: str | None = None, rerank_instruction: str | None = None,
                  owner: str | None = None, use_reranker: bool = True) -> Retrieval:
-        dense = self.dense_search(query, top_k, query_instruction, owner)
-        return self.rerank(dense, top_n, rerank_instruction, use_reranker)
+        with GATE.urgent():  # an upload's next step waits while this question runs (rag/models/priority.py)
+            dense = self.dense_search(query, top_k, query_instruction, owner)
+            return self.rerank(dense, top_n, rerank_instruction, use_reranker)
 
     # --- ingestion --------------------------------------------------------------------------------
     def ingest(self, inputs: Sequence[Input], owner: str = SHARED_OWNER, progress=None, *,

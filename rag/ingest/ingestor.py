@@ -42,6 +42,7 @@ from rag.ingest.loaders.archive import iter_zip
 from rag.errors import RAGError
 from rag.ingest.report import FileResult, IngestReport, ProgressFn, Span
 from rag.models.contracts import Embedder
+from rag.models.priority import BACKGROUND_WAIT, GATE
 from rag.settings import Settings
 from rag.store import Store
 from rag.types import SHARED_OWNER, Chunk, document_id
@@ -244,11 +245,13 @@ class Ingestor:
             with call.report.timed("write"):
                 self.store.replace_document(chunks, vectors, stale_ids=stale)
             return reused
+        log.info("%s: writing %d chunks in steps of %d", chunks[0].source, len(chunks), WRITE_BATCH)
         reused = 0
         for start in range(0, len(chunks), WRITE_BATCH):
             call.check()
             step = chunks[start:start + WRITE_BATCH]
             vectors, kept = self._vectors(step, old, span, call.report, (start, len(chunks)))
+            GATE.wait_turn(BACKGROUND_WAIT)  # the write competes for the same cores: questions first
             with call.report.timed("write"):
                 self.store.upsert(step, vectors)
             reused += kept

@@ -18,12 +18,10 @@ import numpy as np
 from rag.errors import SettingsError
 from rag.models.batching import token_batches
 from rag.models.contracts import ProgressFn
-from rag.models.priority import GATE
+from rag.models.priority import BACKGROUND_WAIT, GATE
 from rag.settings import DEFAULT_TASK
 
 log = logging.getLogger(__name__)
-
-BACKGROUND_WAIT = 30.0  # seconds an upload's next batch waits at most for questions to finish
 
 
 def query_prompt(instruction: str | None) -> str:

@@ -44,3 +44,4 @@ class PriorityGate:
 
 
 GATE = PriorityGate()  # one per process: the models share the same cores
+BACKGROUND_WAIT = 30.0  # seconds an upload's next step waits at most for questions to finish

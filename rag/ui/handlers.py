@@ -7,6 +7,7 @@ dataclasses whose fields are named like the components they change; layout wires
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,6 +49,7 @@ EMPTY_KB = ("No passages found: the knowledge base is empty. Add documents in th
 REPORT_HEADERS = ["File", "Status", "Chunks", "Note"]
 DOCUMENT_HEADERS = ["Document", "Chunks", "Visible to"]
 STATUS_ICONS = {"ok": "✓ added", "skipped": "= unchanged", "failed": "✗ failed"}
+PROGRESS_EVERY = 0.5  # seconds between progress-bar updates of an upload
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,21 @@ def owner_of(request: gr.Request | None, settings: Settings, *, writes: bool = F
     if writes and not writable(owner, settings):  # the one rule, whatever session_owner becomes
         raise gr.Error(NO_SESSION)
     return owner
+
+
+def throttled(progress, every: float = PROGRESS_EVERY):
+    """An ingestion progress callback that updates the page's progress bar at most every `every` seconds:
+    the ingestor reports every embedding batch (one chunk on a CPU), and each update is a message the server
+    encodes and sends while other sessions' questions wait for the same cores."""
+    last = [float("-inf")]
+
+    def report(message: str, fraction: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every or fraction >= 1.0:
+            last[0] = now
+            progress(fraction, desc=message)
+
+    return report
 
 
 def passage_text(c: Candidate) -> str:
@@ -251,7 +268,7 @@ class KnowledgeHandlers:
             try:
                 report = self.rag.ingest_paths(paths, owner=owner, names=[Path(p).name for p in paths],
                                                max_chunks=self.settings.max_upload_chunks, cancel=cancel,
-                                               progress=lambda message, fraction: progress(fraction, desc=message))
+                                               progress=throttled(progress))
             finally:
                 remove_uploaded(paths)
                 if cancel.is_set():  # ended mid-upload: delete after the last write, not only before it
@@ -275,8 +292,7 @@ class KnowledgeHandlers:
             raise gr.Error("No files were sent: pass one or more files.")
         try:
             report = self.rag.ingest_paths(paths, owner=SHARED_OWNER, names=[Path(p).name for p in paths],
-                                           max_chunks=self.settings.max_upload_chunks,
-                                           progress=lambda message, fraction: progress(fraction, desc=message))
+                                           max_chunks=self.settings.max_upload_chunks, progress=throttled(progress))
         except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
             log.exception("API upload failed")
             raise gr.Error(f"Upload failed: {user_message(exc)}") from None

@@ -100,3 +100,65 @@ def offline_chunk_counts(data_dir, timeout: float = 60) -> dict[str, int]:
                             capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def file_data(server_path: str, name: str) -> dict:
+    """A file input's value as the page sends it, for a file already sent to /gradio_api/upload."""
+    return {"path": server_path, "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+
+
+def queue_messages(base_url: str, fn_index: int, data: list, session_hash: str,
+                   timeout: float = 120) -> list[tuple[float, dict]]:
+    """Like `call_fn_index`, but every message with the monotonic time it arrived (for ordering checks)."""
+    join = httpx.post(base_url + "gradio_api/queue/join",
+                      json={"data": data, "fn_index": fn_index, "session_hash": session_hash,
+                            "event_data": None, "trigger_id": None}, timeout=30)
+    join.raise_for_status()
+    received: list[tuple[float, dict]] = []
+    with httpx.stream("GET", base_url + "gradio_api/queue/data", params={"session_hash": session_hash},
+                      timeout=timeout) as stream:
+        for line in stream.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            message = json.loads(line[5:])
+            received.append((time.monotonic(), message))
+            if message.get("msg") in ("process_completed", "unexpected_error", "close_stream"):
+                break
+    return received
+
+
+def completed_output(messages: list[tuple[float, dict]]) -> dict:
+    """The `output` of the process_completed message (asserts the call succeeded)."""
+    done = [m for _, m in messages if m.get("msg") == "process_completed"]
+    assert done and done[-1].get("success"), messages[-3:]
+    return done[-1]["output"]
+
+
+class Heartbeat:
+    """A browser session's heartbeat (GET /gradio_api/heartbeat/<hash>) on a socket of its own: while open the
+    session lives; closing it is what a closed tab does, and Gradio then runs the app's unload handlers."""
+
+    def __init__(self, base_url: str, session_hash: str):
+        from urllib.parse import urlsplit
+
+        url = urlsplit(base_url)
+        self.address = (url.hostname, url.port)
+        self.request = (f"GET {url.path}gradio_api/heartbeat/{session_hash} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                        "Accept: text/event-stream\r\n\r\n").encode()
+        self.sock = None
+
+    def __enter__(self) -> "Heartbeat":
+        import socket
+
+        self.sock = socket.create_connection(self.address, timeout=10)
+        self.sock.sendall(self.request)
+        assert b"200 OK" in self.sock.recv(4096)  # the session is alive
+        return self
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()  # the connection drops, as when a tab closes
+            self.sock = None
+
+    def __exit__(self, *exc) -> None:
+        self.close()
