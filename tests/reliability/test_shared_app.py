@@ -84,6 +84,7 @@ def test_queue_and_concurrency_limits_are_set(tiny_rag):
         assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("ingest", 1), name
     demo.queue(**queue_options(settings))
     assert demo._queue.max_size == settings.queue_max_size == 64 and demo._queue.default_concurrency_limit == 4
+    assert demo.api_open is False  # no direct REST route around these limits (POST /gradio_api/run/<name>)
     assert "queue(**queue_options(settings))" in inspect.getsource(app_module.main)
 
 
