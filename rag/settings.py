@@ -63,6 +63,7 @@ class Settings:
     default_concurrency: int = 4  # any other event (listing, deleting, selecting a row)
     queue_max_size: int = 64  # requests waiting beyond these are refused with "queue full"
     max_upload_chunks: int = 1000  # chunks one upload from the app may add: one user can't hold the models for long
+    max_private_chunks: int = 50_000  # all sessions' private uploads together: many sessions can't fill the disk
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -79,7 +80,8 @@ class Settings:
                                 "to the model's full dimension (1024 for Qwen3-Embedding-0.6B), or none for full "
                                 "size.")
         for name in ("top_k", "top_n", "embed_batch_size", "rerank_batch_size", "max_tokens", "chat_concurrency",
-                     "ingest_concurrency", "default_concurrency", "queue_max_size", "max_upload_chunks"):
+                     "ingest_concurrency", "default_concurrency", "queue_max_size", "max_upload_chunks",
+                     "max_private_chunks"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use a whole number of at least 1.")
         for name in ("max_rerank_tokens", "max_embed_tokens", "chunk_tokens"):

@@ -195,8 +195,10 @@ class Store:
         return sorted((DocumentInfo(d, s, o, n) for (d, s, o), n in counts.items()),
                       key=lambda d: (d.owner, d.source.lower()))
 
-    def count(self) -> int:
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+    def count(self, private: bool = False) -> int:
+        """Chunks stored; with `private`, only sessions' uploads (every owner but the shared base)."""
+        flt = f"owner != {_quote(SHARED_OWNER)}" if private else ""
+        rows = self.client.query(self.collection, filter=flt, output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
     def close(self) -> None:

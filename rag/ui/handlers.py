@@ -34,6 +34,7 @@ from rag.ui.sessions import (
     deletable_documents,
     end_session,
     session_owner,
+    upload_budget,
     visible_documents,
     writable,
 )
@@ -266,8 +267,9 @@ class KnowledgeHandlers:
         the ingestion stops at its next step and everything it wrote for the session is removed."""
         with self.sessions.uploading(owner) as cancel:
             try:
+                budget = upload_budget(self.rag, owner, self.settings)
                 report = self.rag.ingest_paths(paths, owner=owner, names=[Path(p).name for p in paths],
-                                               max_chunks=self.settings.max_upload_chunks, cancel=cancel,
+                                               max_chunks=budget, cancel=cancel,
                                                progress=throttled(progress))
             finally:
                 remove_uploaded(paths)

@@ -72,6 +72,22 @@ def end_session(rag: RAG, owner: str) -> int:
     return removed
 
 
+FULL = ("The server holds as many private uploads as it can right now ({limit:,} chunks for all sessions "
+        "together, RAG_MAX_PRIVATE_CHUNKS). Delete one of your uploads, or try again once other sessions end.")
+
+
+def upload_budget(rag: RAG, owner: str, settings: Settings) -> int:
+    """Chunks this upload may add: the per-upload limit, and for a private upload what is left of the limit on
+    all sessions' uploads together (sessions are cheap to make, so the per-upload limit alone bounds nothing
+    on disk). Raises `InputError` when nothing is left."""
+    if owner == SHARED_OWNER:
+        return settings.max_upload_chunks
+    left = settings.max_private_chunks - rag.store.count(private=True)
+    if left <= 0:
+        raise InputError(FULL.format(limit=settings.max_private_chunks))
+    return min(settings.max_upload_chunks, left)
+
+
 def remove_orphans(rag: RAG) -> int:
     """At start-up: every private upload belongs to a session of an earlier process (sessions don't survive
     a restart), so all of them go. Only the shared knowledge base stays."""

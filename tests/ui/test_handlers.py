@@ -396,3 +396,21 @@ def test_an_upload_over_the_chunk_limit_fails_with_a_message(tiny_rag, tiny_sett
         result = kb.upload([upload_file(tmp_path, "long.md", _long_markdown(30))], request("alice"))
     assert "limit per upload is 10 chunks" in result.report["Note"].item()
     assert tiny_rag.store.count() == 0
+
+
+def test_all_sessions_private_uploads_together_are_capped(tiny_rag, tiny_settings, tmp_path, corpus_path):
+    """Sessions are free to make (a made-up session id through the queue is one), so a per-upload limit alone
+    would not bound what they store together."""
+    tiny_rag.ingest_paths([corpus_path])  # shared chunks don't count
+    kb = KnowledgeHandlers(tiny_rag, tiny_settings.replace(max_private_chunks=12))
+    kb.upload([upload_file(tmp_path, "first.md", _long_markdown(8))], request("alice"))
+    assert tiny_rag.store.count(private=True) == 8
+    with pytest.warns(UserWarning, match="could not be added"):
+        result = kb.upload([upload_file(tmp_path, "second.md", _long_markdown(8))], request("bob"))
+    assert "more than this upload may add (4" in result.report["Note"].item()
+    kb.upload([upload_file(tmp_path, "third.md", _long_markdown(4))], request("carol"))
+    with pytest.warns(UserWarning, match="RAG_MAX_PRIVATE_CHUNKS"):
+        kb.upload([upload_file(tmp_path, "fourth.md", "# Four\n\nOne more note.")], request("dave"))
+    assert tiny_rag.store.count(private=True) == 12
+    kb.end_session(request("alice"))
+    assert tiny_rag.store.count(private=True) == 4  # room again once a session ends
