@@ -8,7 +8,6 @@ from rag.models.priority import PriorityGate
 def test_background_work_waits_for_urgent_work_and_never_for_good():
     gate = PriorityGate()
     assert gate.wait_turn(0.01)  # nothing urgent: no wait
-    released = threading.Event()
     passed_at = []
 
     def background() -> None:
@@ -21,7 +20,6 @@ def test_background_work_waits_for_urgent_work_and_never_for_good():
         time.sleep(0.2)
         assert not passed_at and gate.busy  # held back while the question runs
         released_at = time.monotonic()
-        released.set()
     thread.join(5)
     assert passed_at and passed_at[0] >= released_at and not gate.busy
     with gate.urgent():

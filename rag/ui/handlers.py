@@ -18,7 +18,7 @@ import pandas as pd
 import rag.ui.formatting as fmt
 from rag.answer import Answerer
 from rag.chat import ANSWER, DENSE, QueryOptions, TurnStep, run_turn
-from rag.errors import InputError, user_message
+from rag.errors import InputError, RAGError, user_message
 from rag.eval.session import TurnRecord
 from rag.ingest import IngestCancelled
 from rag.ingest.inputs import clean_name
@@ -256,7 +256,8 @@ class KnowledgeHandlers:
         except IngestCancelled:
             return KnowledgeView()  # the tab is closed: nobody to show anything to
         except Exception as exc:  # noqa: BLE001 - a per-batch failure (store down, ...) becomes a message
-            log.exception("upload failed")
+            if not isinstance(exc, RAGError):  # ours (the private uploads are full, ...) need no traceback
+                log.exception("upload failed")
             gr.Warning(f"Upload failed: {user_message(exc)}")
             return replace(self.refresh(request), files=None)
         self._notify(report)
