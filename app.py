@@ -83,7 +83,6 @@ def load_knowledge_base(rag: RAG) -> str:
 def create_app(settings: Settings, default_kb: bool = True, judgments_file: str | None = None):
     """Load the models and the collection once, then build the page over them."""
     from rag.ui import build_app
-
     from rag.ui.sessions import remove_orphans
 
     rag = RAG(settings)

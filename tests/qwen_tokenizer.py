@@ -93,7 +93,15 @@ def vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 def build(eos_post_processor: bool = False):
     """Qwen's tokenizer as a `PreTrainedTokenizerFast`; with `eos_post_processor`, every sequence gets
     <|endoftext|> appended, as Qwen3-Embedding's tokenizer does (its last-token pooling reads that token)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import PreTrainedTokenizerFast
 
     vocab, merges = vocab_and_merges()

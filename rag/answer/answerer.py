@@ -10,7 +10,13 @@ from typing import Any, Iterator
 
 import rag.answer.prompt as prompt
 from rag.answer.citations import Citation, parse_citations
-from rag.answer.client import MAX_RETRIES, describe_error, endpoint_of, is_configured, make_client
+from rag.answer.client import (
+    MAX_RETRIES,
+    describe_error,
+    endpoint_of,
+    is_configured,
+    make_client,
+)
 from rag.answer.history import (
     bound_history,
     clean_condensed,

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rag.errors import RAGError
 from rag.ingest.chunking import chunk_text
 from rag.ingest.inputs import (
     BytesInput,
@@ -39,7 +40,6 @@ from rag.ingest.loaders import (
     read_limited,
 )
 from rag.ingest.loaders.archive import iter_zip
-from rag.errors import RAGError
 from rag.ingest.report import FileResult, IngestReport, ProgressFn, Span
 from rag.models.contracts import Embedder
 from rag.models.priority import BACKGROUND_WAIT, GATE
