@@ -1,4 +1,5 @@
-"""What one question does, step by step, independent of Gradio: condense -> dense search -> rerank ->
+"""What one question does, step by step, independent of Gradio: condense -> first stage (dense, BM25 or
+hybrid; the DENSE step keeps its name) -> rerank ->
 stream the answer. Each step yields a `TurnStep`, so the page can show dense results before the reranker
 finishes and the answer as it streams. The API endpoints reuse the same steps.
 """
@@ -12,6 +13,7 @@ from typing import Iterator
 from rag.answer import Answerer, AnswerUpdate
 from rag.models.priority import GATE
 from rag.pipeline import RAG
+from rag.settings import RETRIEVAL_MODES
 from rag.types import SHARED_OWNER, Retrieval
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ class QueryOptions:
     top_k: int = 10
     top_n: int = 3
     use_reranker: bool = True
+    retrieval_mode: str = "hybrid"  # dense | bm25 | hybrid (rag.settings.RETRIEVAL_MODES)
     query_instruction: str = ""
     rerank_instruction: str = ""
     llm_model: str = ""
@@ -33,6 +36,7 @@ class QueryOptions:
     @classmethod
     def from_settings(cls, settings, **changes) -> "QueryOptions":
         base = cls(top_k=settings.top_k, top_n=settings.top_n, use_reranker=settings.reranker_model is not None,
+                   retrieval_mode=settings.retrieval_mode,
                    query_instruction=settings.query_instruction, rerank_instruction=settings.rerank_instruction,
                    llm_model=settings.llm_model, temperature=settings.temperature)
         for name, value in changes.items():
@@ -45,6 +49,8 @@ class QueryOptions:
         self.top_k = max(1, min(100, int(self.top_k)))
         self.top_n = max(1, min(self.top_k, int(self.top_n)))
         self.temperature = max(0.0, min(2.0, float(self.temperature)))
+        if self.retrieval_mode not in RETRIEVAL_MODES:
+            self.retrieval_mode = "hybrid"  # an API caller's unknown value: the documented default
         return self
 
 
@@ -63,7 +69,8 @@ def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | 
     timings: dict[str, float] = {}
     query = _condense(answerer, question, history, timings)
     with GATE.urgent():  # an upload's next step waits while the question searches (rag/models/priority.py)
-        dense = rag.dense_search(query, options.top_k, options.query_instruction or None, owner or None)
+        dense = rag.first_stage(query, options.top_k, options.query_instruction or None, owner or None,
+                                options.retrieval_mode)
     timings.update(dense.timings)
     yield TurnStep(DENSE, query, dense, dict(timings))
     with GATE.urgent():

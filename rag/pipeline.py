@@ -1,4 +1,5 @@
-"""The `RAG` facade: embed -> search Milvus -> rerank, plus ingestion into the same collection.
+"""The `RAG` facade: embed -> search Milvus (dense, BM25, or both fused) -> rerank, plus ingestion into the
+same collection.
 
 It composes parts that don't know it: an `Embedder` and a `Reranker` (rag.models, picked from settings), a
 `Store` (rag.store) and an `Ingestor` (rag.ingest) over the same embedder and store."""
@@ -17,14 +18,15 @@ from rag.models import Embedder, Reranker, make_embedder, make_reranker
 from rag.models.priority import GATE
 from rag.settings import Settings
 from rag.store import Store, make_client
-from rag.types import SHARED_OWNER, Candidate, Retrieval
+from rag.store.fusion import Fused, Ranked, rrf, weighted
+from rag.types import SHARED_OWNER, Candidate, Hit, Retrieval
 
 log = logging.getLogger(__name__)
 
 
 def make_store(settings: Settings, embedder: Embedder, client=None) -> Store:
     return Store(str(settings.milvus_uri), settings.collection, embedder.dim, token=settings.milvus_token,
-                 embedding_model=embedder.model_name, client=client)
+                 embedding_model=embedder.model_name, client=client, analyzer=settings.bm25_analyzer)
 
 
 class RAG:
@@ -50,19 +52,64 @@ class RAG:
     # --- retrieval ------------------------------------------------------------------------------
     def dense_search(self, query: str, top_k: int | None = None, query_instruction: str | None = None,
                      owner: str | None = None) -> Retrieval:
-        """Stage 1: the `top_k` nearest chunks by embedding similarity (ranked, not yet reranked)."""
+        """`first_stage` in dense mode: the `top_k` nearest chunks by embedding similarity."""
+        return self.first_stage(query, top_k, query_instruction, owner, mode="dense")
+
+    def first_stage(self, query: str, top_k: int | None = None, query_instruction: str | None = None,
+                    owner: str | None = None, mode: str | None = None) -> Retrieval:
+        """Stage 1: the dense and the BM25 `top_k` lists (same owner filter), ordered by `mode` (dense, bm25,
+        or hybrid = their fusion), cut to `top_k`. Every candidate gets both scores and both ranks, whichever
+        list it came from: the missing dense score from its stored vector, the missing BM25 score by a BM25
+        search restricted to those chunks."""
         top_k = top_k or self.settings.top_k
+        mode = mode or self.settings.retrieval_mode
         started = time.perf_counter()
         vector = self.embedder.embed_query(query, query_instruction or self.settings.query_instruction)
-        embedded = time.perf_counter()
-        hits = self.store.search(vector, top_k, owner=owner)
-        searched = time.perf_counter()
-        candidates = [Candidate(text=h.chunk.text, source=h.chunk.source, chunk_id=h.chunk.id,
-                                dense_score=h.score, dense_rank=i, heading=h.chunk.heading,
-                                doc_id=h.chunk.doc_id, chunk_index=h.chunk.chunk_index)
-                      for i, h in enumerate(hits, start=1)]
-        return Retrieval(query=query, candidates=candidates,
-                         timings={"embed_query": embedded - started, "search": searched - embedded})
+        timings = {"embed_query": time.perf_counter() - started}
+        dense = self._timed(timings, "search", self.store.search, vector, top_k, owner=owner)
+        lexical = self._timed(timings, "bm25", self.store.bm25_search, query, top_k, owner=owner)
+        order = self._order(mode, dense, lexical)[:top_k]
+        started = time.perf_counter()
+        candidates = self._candidates(query, vector, order, dense, lexical, owner)
+        timings["scores"] = time.perf_counter() - started
+        return Retrieval(query=query, candidates=candidates, timings=timings, mode=mode)
+
+    @staticmethod
+    def _timed(timings: dict, stage: str, search, *args, **kwargs) -> list[Hit]:
+        started = time.perf_counter()
+        hits = search(*args, **kwargs)
+        timings[stage] = time.perf_counter() - started
+        return hits
+
+    def _order(self, mode: str, dense: list[Hit], lexical: list[Hit]) -> list[Fused]:
+        lists = [[Ranked(h.chunk.id, h.score) for h in hits] for hits in (dense, lexical)]
+        if mode == "dense":
+            return [Fused(r.chunk_id, r.score) for r in lists[0]]
+        if mode == "bm25":
+            return [Fused(r.chunk_id, r.score) for r in lists[1]]
+        if self.settings.fusion == "weighted":
+            return weighted(lists, [self.settings.dense_weight, 1.0 - self.settings.dense_weight])
+        return rrf(lists, self.settings.rrf_k)
+
+    def _candidates(self, query: str, vector, order: list[Fused], dense: list[Hit], lexical: list[Hit],
+                    owner: str | None) -> list[Candidate]:
+        dense_at = {h.chunk.id: (rank, h) for rank, h in enumerate(dense, start=1)}
+        bm25_at = {h.chunk.id: (rank, h) for rank, h in enumerate(lexical, start=1)}
+        ids = [f.chunk_id for f in order]
+        vectors = self.store.vectors([i for i in ids if i not in dense_at])
+        bm25 = self.store.bm25_scores(query, [i for i in ids if i not in bm25_at], owner=owner)
+        candidates = []
+        for position, fused in enumerate(order, start=1):
+            d_rank, hit = dense_at.get(fused.chunk_id, (None, None))
+            b_rank, b_hit = bm25_at.get(fused.chunk_id, (None, None))
+            chunk = (hit or b_hit).chunk
+            dense_score = hit.score if hit else float(vectors[fused.chunk_id] @ vector)
+            candidates.append(Candidate(
+                text=chunk.text, source=chunk.source, chunk_id=chunk.id, dense_score=dense_score, dense_rank=d_rank,
+                heading=chunk.heading, doc_id=chunk.doc_id, chunk_index=chunk.chunk_index,
+                bm25_score=b_hit.score if b_hit else bm25[fused.chunk_id], bm25_rank=b_rank,
+                fused_score=fused.score, fused_rank=position))
+        return candidates
 
     def rerank(self, retrieval: Retrieval, top_n: int | None = None,
                rerank_instruction: str | None = None, use_reranker: bool = True) -> Retrieval:
@@ -78,19 +125,20 @@ class RAG:
             timings["rerank"] = time.perf_counter() - started
             for c, s in zip(candidates, scores):
                 c.rerank_score = float(s)
-            candidates.sort(key=lambda c: (-c.rerank_score, c.dense_rank))
+            candidates.sort(key=lambda c: (-c.rerank_score, c.first_rank))
             for rank, c in enumerate(candidates, start=1):
                 c.rerank_rank = rank
         for position, c in enumerate(candidates):
             c.selected = position < top_n
-        return Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=reranked)
+        return Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=reranked,
+                         mode=retrieval.mode)
 
     def retrieve(self, query: str, top_k: int | None = None, top_n: int | None = None,
                  query_instruction: str | None = None, rerank_instruction: str | None = None,
-                 owner: str | None = None, use_reranker: bool = True) -> Retrieval:
+                 owner: str | None = None, use_reranker: bool = True, mode: str | None = None) -> Retrieval:
         with GATE.urgent():  # an upload's next step waits while this question runs (rag/models/priority.py)
-            dense = self.dense_search(query, top_k, query_instruction, owner)
-            return self.rerank(dense, top_n, rerank_instruction, use_reranker)
+            first = self.first_stage(query, top_k, query_instruction, owner, mode)
+            return self.rerank(first, top_n, rerank_instruction, use_reranker)
 
     # --- ingestion --------------------------------------------------------------------------------
     def ingest(self, inputs: Sequence[Input], owner: str = SHARED_OWNER, progress=None, *,

@@ -45,7 +45,12 @@ class Settings:
     collection: str = "rag_chunks"
     default_kb: str | None = None  # folder or zip loaded into an empty collection (else the Milvus FAQ)
     # --- retrieval ----------------------------------------------------------------------------------
-    top_k: int = 10  # dense candidates fetched from Milvus and shown in the inspection panel
+    top_k: int = 10  # candidates fetched from each retriever, fused, and shown in the inspection panel
+    retrieval_mode: str = "hybrid"  # first stage: dense | bm25 | hybrid (both lists fused); docs/evaluation.md
+    fusion: str = "rrf"  # hybrid: rrf (reciprocal rank, k = rrf_k) or weighted (min-max scores, dense_weight)
+    rrf_k: int = 60  # RRF's damping constant: 1 / (rrf_k + rank) per list
+    dense_weight: float = 0.5  # weighted fusion: dense share, BM25 gets 1 - dense_weight
+    bm25_analyzer: str = "standard"  # how Milvus splits text into BM25 terms: standard | english | jieba (Chinese)
     top_n: int = 3  # reranked passages sent to the LLM
     chunk_tokens: int = 512  # cap per chunk, in tokens of the embedding model's tokenizer
     chunk_overlap: int = 64  # tokens repeated between consecutive pieces of a long section
@@ -98,6 +103,14 @@ class Settings:
             raise SettingsError(f"{describe('dtype', self.dtype)}: use one of {', '.join(DTYPES)}.")
         if not DEVICE.fullmatch(self.device):
             raise SettingsError(f"{describe('device', self.device)}: use auto, cpu, cuda, cuda:N or mps.")
+        for name, choices in (("retrieval_mode", RETRIEVAL_MODES), ("fusion", FUSIONS),
+                              ("bm25_analyzer", ANALYZERS)):
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"{describe(name, getattr(self, name))}: use one of {', '.join(choices)}.")
+        if self.rrf_k < 1:
+            raise SettingsError(f"{describe('rrf_k', self.rrf_k)}: use a whole number of at least 1 (60 is usual).")
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise SettingsError(f"{describe('dense_weight', self.dense_weight)}: use a number from 0 to 1.")
         if not self.collection or not COLLECTION.fullmatch(self.collection):
             raise SettingsError(f"{describe('collection', self.collection)}: a Milvus collection name starts "
                                 "with a letter or _ and holds only letters, digits and _ (255 at most).")
@@ -128,6 +141,9 @@ class Settings:
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "bf16w", "int8")
+RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+FUSIONS = ("rrf", "weighted")
+ANALYZERS = ("standard", "english", "jieba")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # RAG_* variables read outside `Settings` (ingest limits, queue sizes, the default knowledge base).

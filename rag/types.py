@@ -42,7 +42,7 @@ class Chunk:
 
 @dataclass
 class Hit:
-    """A chunk found by the dense search, with its inner-product (cosine) score."""
+    """A chunk found by a search: the dense one's inner-product (cosine) score, or BM25's (higher is better)."""
     chunk: Chunk
     score: float
 
@@ -60,19 +60,37 @@ class Candidate:
     text: str
     source: str
     chunk_id: int
-    dense_score: float
-    dense_rank: int  # 1-based rank by embedding similarity
+    dense_score: float  # inner product with the query's embedding, computed for every candidate
+    dense_rank: int | None  # 1-based rank in the dense top_k list; None when only BM25 found it
     rerank_score: float | None = None  # P("yes") from the reranker; None when reranking is off
     rerank_rank: int | None = None  # 1-based rank by reranker score
     selected: bool = False  # one of the top_n passages sent to the LLM
     heading: str = ""
     doc_id: str = ""
     chunk_index: int = 0
+    bm25_score: float = 0.0  # Milvus' BM25 for the query, computed for every candidate; 0 when no term matches
+    bm25_rank: int | None = None  # 1-based rank in the BM25 top_k list; None when only dense search found it
+    fused_score: float | None = None  # first-stage score: RRF / weighted in hybrid mode, else the mode's own
+    fused_rank: int | None = None  # 1-based first-stage rank (None in traces from before hybrid search)
+
+    @property
+    def first_rank(self) -> int:
+        """Rank after the first stage (dense, BM25 or their fusion), before any reranking."""
+        if self.fused_rank is not None:
+            return self.fused_rank
+        return self.dense_rank if self.dense_rank is not None else self.bm25_rank or 0
 
     @property
     def rank(self) -> int:
-        """Final rank: the reranker's when it ran, else the dense one."""
-        return self.rerank_rank if self.rerank_rank is not None else self.dense_rank
+        """Final rank: the reranker's when it ran, else the first stage's."""
+        return self.rerank_rank if self.rerank_rank is not None else self.first_rank
+
+    @property
+    def found_by(self) -> str:
+        """Which first-stage lists hold it: "both", "dense" or "bm25"."""
+        if self.dense_rank is not None and self.bm25_rank is not None:
+            return "both"
+        return "dense" if self.dense_rank is not None else "bm25"
 
 
 @dataclass
@@ -81,6 +99,7 @@ class Retrieval:
     candidates: list[Candidate] = field(default_factory=list)  # in final rank order
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     reranked: bool = False
+    mode: str = "dense"  # the first stage: dense | bm25 | hybrid
 
     @property
     def selected(self) -> list[Candidate]:

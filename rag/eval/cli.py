@@ -24,7 +24,11 @@ class ReportWriteError(InputError):
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("queries", type=Path, help='JSONL: {"query": "...", "relevant": [chunk id | document '
                         'name | text snippet | {"text": ..., "grade": 2}, ...]} per line')
-    parser.add_argument("--top-k", type=int, default=None, help="dense candidates per query (default 10)")
+    parser.add_argument("--top-k", type=int, default=None, help="candidates per query (default 10)")
+    parser.add_argument("--mode", choices=("dense", "bm25", "hybrid"), default=None,
+                        help="first stage to rerank and compare instructions on (default RAG_RETRIEVAL_MODE)")
+    parser.add_argument("--no-modes", action="store_true",
+                        help="skip the dense / BM25 / hybrid comparison (one mode only: faster)")
     parser.add_argument("--top-n", type=int, default=None, help="passages that would go to the LLM (default 3)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the full report as JSON")
     parser.add_argument("--query-instruction", help="embedding query instruction (default from settings)")
@@ -35,18 +39,27 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from rag.eval.judgments import load_judgments
+    from rag.eval.modes import compare_modes
     from rag.eval.runner import evaluate, instruction_variant, options_for
-    from rag.eval.tables import comparison_table
+    from rag.eval.tables import comparison_table, mode_table
     from rag.pipeline import RAG
 
     judgments = load_judgments(args.queries)  # before loading models: a bad file fails in a moment
     rag = RAG(settings_from(args))
     try:
         options = options_for(rag.settings, top_k=args.top_k, top_n=args.top_n,
-                              query_instruction=args.query_instruction, rerank_instruction=args.rerank_instruction)
-        report = evaluate(rag, judgments, options)
+                              query_instruction=args.query_instruction, rerank_instruction=args.rerank_instruction,
+                              retrieval_mode=args.mode)
+        result = {}
+        if args.no_modes:
+            report = evaluate(rag, judgments, options)
+        else:
+            modes = compare_modes(rag, judgments, options)
+            report = modes.reports[options.retrieval_mode]
+            print(f"{MODES_TITLE}\n{mode_table(modes).text()}\n")
+            result["modes"] = modes.to_dict()
         print(report_text(report))
-        result = {"report": report.to_dict()}
+        result["report"] = report.to_dict()
         if args.vs_query_instruction or args.vs_rerank_instruction:
             variant = instruction_variant(options, args.vs_query_instruction, args.vs_rerank_instruction)
             other = evaluate(rag, judgments, variant)
@@ -77,5 +90,7 @@ def _write_json(path: Path, result: dict) -> None:
         raise ReportWriteError(f"Can't write the report to {path} ({exc.strerror or exc}): pass --json a "
                                "path in a folder you can write to.") from exc
 
+
+MODES_TITLE = "First stage: dense vs BM25 vs hybrid (no reranker), and the reranker over the chosen mode"
 
 COMMAND = Command("evaluate retrieval (dense vs reranked) on a judged query file", _arguments, _run)

@@ -22,7 +22,7 @@ def metric_names(top_n: int, top_k: int) -> list[str]:
 
 
 def rankings(retrieval: Retrieval) -> dict[str, list[Candidate]]:
-    return {DENSE: sorted(retrieval.candidates, key=lambda c: c.dense_rank),
+    return {DENSE: sorted(retrieval.candidates, key=lambda c: c.first_rank),
             RERANKED: sorted(retrieval.candidates, key=lambda c: c.rank)}
 
 

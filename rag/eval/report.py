@@ -43,6 +43,7 @@ class EvalReport:
     dense: dict[str, float] = field(default_factory=dict)  # metric -> mean over `queries`
     reranked: dict[str, float] = field(default_factory=dict)
     excluded: list[str] = field(default_factory=list)  # queries judged with nothing relevant
+    mode: str = "dense"  # the first stage the `dense` figures come from: dense | bm25 | hybrid
 
     @property
     def delta(self) -> dict[str, float]:

@@ -40,7 +40,9 @@ def evaluate(rag: RAG, judgments: Sequence[Judgment], options: QueryOptions, *, 
             progress(n / max(1, len(judgments)), f"question {n + 1} of {len(judgments)}")
         pairs.append((judgment, _retrieve(rag, judgment.query, options, owner)))
     log.info("evaluated %d judged queries (top_k %d, top_n %d)", len(pairs), options.top_k, options.top_n)
-    return evaluate_retrievals(pairs, top_n=options.top_n, top_k=options.top_k)
+    report = evaluate_retrievals(pairs, top_n=options.top_n, top_k=options.top_k)
+    report.mode = options.retrieval_mode
+    return report
 
 
 def _retrieve(rag: RAG, query: str, options: QueryOptions, owner: str | None) -> Retrieval:
@@ -48,7 +50,7 @@ def _retrieve(rag: RAG, query: str, options: QueryOptions, owner: str | None) ->
     return rag.retrieve(query, top_k=options.top_k, top_n=options.top_n,
                         query_instruction=options.query_instruction or None,
                         rerank_instruction=options.rerank_instruction or None, owner=owner,
-                        use_reranker=options.use_reranker)
+                        use_reranker=options.use_reranker, mode=options.retrieval_mode)
 
 
 def options_for(settings: Settings, **given: Any) -> QueryOptions:

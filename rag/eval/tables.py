@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from rag.eval.report import VERDICT_METRIC, EvalReport
 
+MODE_LABELS = {"dense": "Dense", "bm25": "BM25", "hybrid": "Hybrid"}
+
 METRIC_HEADERS = ["Metric", "Dense", "Reranked", "Δ"]
 QUERY_HEADERS = ["Question", f"{VERDICT_METRIC} dense", f"{VERDICT_METRIC} reranked", "Δ", "Reranker"]
 
@@ -34,8 +36,9 @@ class Table:
 
 
 def metric_table(report: EvalReport) -> Table:
-    """Mean of each metric, dense vs reranked, Δ = reranked − dense."""
-    return Table(METRIC_HEADERS, [[m, _score(report.dense[m]), _score(report.reranked[m]), _change(report.delta[m])]
+    """Mean of each metric, first stage (dense unless the report says otherwise) vs reranked, Δ = reranked − it."""
+    headers = [METRIC_HEADERS[0], MODE_LABELS.get(report.mode, report.mode), *METRIC_HEADERS[2:]]
+    return Table(headers, [[m, _score(report.dense[m]), _score(report.reranked[m]), _change(report.delta[m])]
                                   for m in report.metrics])
 
 
@@ -52,6 +55,21 @@ def comparison_table(a: EvalReport, b: EvalReport, label_a: str = "A", label_b: 
              _score(a.reranked[m]), _score(b.reranked[m]), _change(b.reranked[m] - a.reranked[m])]
             for m in a.metrics]
     return Table(comparison_headers(label_a, label_b), rows)
+
+
+def mode_table(comparison) -> Table:
+    """First-stage modes side by side (rag.eval.modes.ModeComparison), then the reranker over the chosen one."""
+    modes = list(comparison.first_stage)
+    headers = ["Metric", *(MODE_LABELS.get(m, m) for m in modes)]
+    if comparison.reranked is not None:
+        headers.append(f"Reranked ({MODE_LABELS.get(comparison.reranked_mode, comparison.reranked_mode)})")
+    rows = []
+    for metric in comparison.metrics:
+        row = [metric, *(_score(comparison.first_stage[m][metric]) for m in modes)]
+        if comparison.reranked is not None:
+            row.append(_score(comparison.reranked[metric]))
+        rows.append(row)
+    return Table(headers, rows)
 
 
 def _score(value: float) -> str:

@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
 
 TEXT_MAX = 65535
 FIELDS = ["id", "text", "source", "doc_id", "chunk_index", "heading", "content_hash", "owner"]
+SPARSE = "sparse"  # BM25 term weights, computed by Milvus from `text` (a function output: never written by us)
+ANALYZERS = {"standard": {"type": "standard"}, "english": {"type": "english"}, "jieba": {"tokenizer": "jieba"}}
 MODEL_PROPERTY = "rag.embedding_model"  # collection properties: which vector space the collection holds
 DIM_PROPERTY = "rag.embedding_dim"
+ANALYZER_PROPERTY = "rag.bm25_analyzer"
 
 
 class CollectionMismatchError(StoreError):
@@ -42,9 +45,11 @@ def _quote(value: str) -> str:
 
 class Store:
     def __init__(self, uri: str, collection: str, dim: int, *, token: str | None = None,
-                 embedding_model: str = "", client=None):
+                 embedding_model: str = "", client=None, analyzer: str | None = "standard"):
+        """`analyzer` None: open for listing and deleting only, whatever the collection's BM25 state."""
         self.uri, self.collection, self.dim = uri, collection, dim
         self.embedding_model = embedding_model
+        self.analyzer = analyzer
         self.client = client or make_client(uri, token)
         self._write_lock = threading.Lock()
         self._swap = ReadWriteLock()  # searches share it; replace_document holds it alone
@@ -52,35 +57,54 @@ class Store:
 
     # --- schema ---------------------------------------------------------------------------------
     def _schema(self):
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import DataType, Function, FunctionType, MilvusClient
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
+        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX, enable_analyzer=True,
+                         analyzer_params=ANALYZERS[self.analyzer or "standard"])
         schema.add_field("source", DataType.VARCHAR, max_length=1024)
         schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
         schema.add_field("chunk_index", DataType.INT64)
         schema.add_field("heading", DataType.VARCHAR, max_length=2048)
         schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
         schema.add_field("owner", DataType.VARCHAR, max_length=256)
+        schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function(name="text_bm25", function_type=FunctionType.BM25,
+                                     input_field_names=["text"], output_field_names=[SPARSE]))
         return schema
 
-    def _open_or_create(self) -> None:
-        if self.client.has_collection(self.collection):
-            self._check_compatible()
-            self.client.load_collection(self.collection)  # an indexed collection reopens released
-            return
+    def _index_params(self):
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type="AUTOINDEX", metric_type="IP")
-        self.client.create_collection(self.collection, schema=self._schema(), index_params=index,
+        index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+        return index
+
+    def _open_or_create(self) -> None:
+        from rag.store.migration import finish_interrupted, migrate, needs_migration
+
+        finish_interrupted(self.client, self.collection)
+        if self.client.has_collection(self.collection):
+            self._check_compatible()
+            reason = needs_migration(self.client.describe_collection(self.collection), self.analyzer)
+            if reason:
+                migrate(self, reason)
+            self.client.load_collection(self.collection)  # an indexed collection reopens released
+            self.has_bm25 = SPARSE in _field_names(self.client.describe_collection(self.collection))
+            return
+        self._create(self.collection)
+        self.has_bm25 = True
+        log.info("created collection %s (%d-d, %s, BM25 analyzer %s) at %s", self.collection, self.dim,
+                 self.embedding_model or "?", self.analyzer or "standard", self.uri)
+
+    def _create(self, name: str) -> None:
+        self.client.create_collection(name, schema=self._schema(), index_params=self._index_params(),
                                       consistency_level="Strong", properties=self._stamp())
-        log.info("created collection %s (%d-d, %s) at %s", self.collection, self.dim, self.embedding_model or "?",
-                 self.uri)
 
     def _stamp(self) -> dict[str, str]:
-        """Which vector space the collection holds, stored as collection properties."""
-        stamp = {DIM_PROPERTY: str(self.dim)}
+        """Which vector space (and BM25 analyzer) the collection holds, stored as collection properties."""
+        stamp = {DIM_PROPERTY: str(self.dim), ANALYZER_PROPERTY: self.analyzer or "standard"}
         if self.embedding_model:
             stamp[MODEL_PROPERTY] = self.embedding_model
         return stamp
@@ -180,6 +204,36 @@ class Store:
                                         search_params={"metric_type": "IP"})
         return [Hit(self._chunk(h["id"], h["entity"]), float(h["distance"])) for h in result[0]]
 
+    def bm25_search(self, query: str, top_k: int, owner: str | None = None) -> list[Hit]:
+        """Best chunks by Milvus' BM25 over `text` (same owner filter as `search`); a query none of whose
+        terms occur anywhere finds nothing."""
+        return self._bm25(query, top_k, self._visible(owner))
+
+    def bm25_scores(self, query: str, ids: Sequence[int], owner: str | None = None) -> dict[int, float]:
+        """BM25 score of each given chunk for `query`: the same search restricted to those ids (term
+        statistics are the collection's, so a score equals the one in an unrestricted search); 0.0 for a
+        chunk with no query term."""
+        ids = [int(i) for i in ids]
+        if not ids:
+            return {}
+        flt = f"id in [{', '.join(map(str, ids))}] and ({self._visible(owner)})"
+        found = {h.chunk.id: h.score for h in self._bm25(query, len(ids), flt)}
+        return {i: found.get(i, 0.0) for i in ids}
+
+    def _bm25(self, query: str, limit: int, flt: str) -> list[Hit]:
+        if not self.has_bm25:
+            raise StoreError(f"Collection {self.collection!r} has no BM25 field: open it with an analyzer "
+                             "(the app and `python -m rag` do) so it is migrated, or use retrieval_mode=dense.")
+        if not query.strip():
+            return []
+        with self._swap.reading():
+            result = self.client.search(self.collection, data=[query], anns_field=SPARSE, limit=limit,
+                                        output_fields=FIELDS[1:], filter=flt,
+                                        search_params={"metric_type": "BM25"})
+        # Milvus Lite returns BM25 scores negated (a distance); a server returns them as they are. BM25 is
+        # never negative, so the magnitude is the score either way: higher is better, as everywhere here.
+        return [Hit(self._chunk(h["id"], h["entity"]), abs(float(h["distance"]))) for h in result[0]]
+
     def chunk_ids(self, doc_id: str) -> list[int]:
         return [r["id"] for r in self._query(f"doc_id == {_quote(doc_id)}", ["id"])]
 
@@ -218,7 +272,7 @@ class Store:
             return None
         info = client.describe_collection(collection)
         dim = next(int(f["params"]["dim"]) for f in info["fields"] if f["name"] == "vector")
-        return cls(uri, collection, dim, client=client)
+        return cls(uri, collection, dim, client=client, analyzer=None)
 
     def replace_document(self, chunks: Sequence[Chunk], vectors: np.ndarray, stale_ids: Iterable[int]) -> int:
         """Write a document's new chunks and drop its stale ones as one step for searches in this process:
@@ -288,6 +342,10 @@ class Store:
         return Chunk(text=row["text"], source=row["source"], chunk_index=row["chunk_index"],
                      heading=row.get("heading", ""), owner=row["owner"], doc_id=row["doc_id"],
                      content_hash=row["content_hash"], id=int(chunk_id))
+
+
+def _field_names(info: dict) -> set[str]:
+    return {f["name"] for f in info["fields"]}
 
 
 def _clip(text: str, limit: int) -> str:
