@@ -7,14 +7,14 @@ from rag import RAG, Settings
 def test_retrieve_ranks_both_stages_and_selects_top_n(tiny_rag, corpus_path):
     report = tiny_rag.ingest_paths([corpus_path])
     assert report.ok and report.chunks == 7
-    r = tiny_rag.retrieve("How do bees make honey?", top_k=5, top_n=2)
+    r = tiny_rag.retrieve("How do bees make honey?", top_k=5, top_n=2, mode="dense")
     assert r.reranked and len(r.candidates) == 5
     assert [c.rerank_rank for c in r.candidates] == [1, 2, 3, 4, 5]
     assert sorted(c.dense_rank for c in r.candidates) == [1, 2, 3, 4, 5]
     scores = [c.rerank_score for c in r.candidates]
     assert scores == sorted(scores, reverse=True)
     assert [c.selected for c in r.candidates] == [True, True, False, False, False]
-    assert set(r.timings) == {"embed_query", "search", "rerank"}
+    assert set(r.timings) == {"embed_query", "search", "bm25", "scores", "rerank"}
     dense = sorted(r.candidates, key=lambda c: c.dense_rank)
     assert [c.dense_score for c in dense] == sorted((c.dense_score for c in dense), reverse=True)
 
@@ -22,7 +22,7 @@ def test_retrieve_ranks_both_stages_and_selects_top_n(tiny_rag, corpus_path):
 def test_reranker_off_keeps_dense_order(tiny_settings, tiny_embedder, corpus_path):
     rag = RAG(tiny_settings.replace(reranker_model=None), embedder=tiny_embedder)
     rag.ingest_paths([corpus_path])
-    r = rag.retrieve("bread", top_k=3, top_n=1)
+    r = rag.retrieve("bread", top_k=3, top_n=1, mode="dense")
     assert not r.reranked and rag.reranker is None
     assert [c.dense_rank for c in r.candidates] == [1, 2, 3]
     assert [c.rerank_score for c in r.candidates] == [None, None, None]

@@ -56,9 +56,10 @@ def _run(args: argparse.Namespace) -> int:
         else:
             modes = compare_modes(rag, judgments, options)
             report = modes.reports[options.retrieval_mode]
-            print(f"{MODES_TITLE}\n{mode_table(modes).text()}\n")
             result["modes"] = modes.to_dict()
         print(report_text(report))
+        if not args.no_modes:
+            print(f"\n{MODES_TITLE}\n{mode_table(modes).text()}")
         result["report"] = report.to_dict()
         if args.vs_query_instruction or args.vs_rerank_instruction:
             variant = instruction_variant(options, args.vs_query_instruction, args.vs_rerank_instruction)

@@ -1,4 +1,5 @@
-"""One question's full retrieval trace as JSON: settings, every candidate with both scores and ranks,
+"""One question's full retrieval trace as JSON: settings, every candidate with its dense, BM25, fused and
+reranker scores and ranks,
 timings, the prompt sent and the answer. Lets users share, diff and re-score a run outside the app."""
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 TRACE_VERSION = 1
 SETTINGS_FIELDS = ("embedding_model", "reranker_model", "embedding_dim", "query_instruction",
                    "rerank_instruction", "top_k", "top_n", "collection", "llm_model", "temperature",
-                   "device", "dtype")
+                   "device", "dtype", "retrieval_mode", "fusion", "rrf_k", "dense_weight", "bm25_analyzer")
 
 
 def build_trace(retrieval: Retrieval, settings: Settings, *, embedding_dim: int | None = None,
@@ -30,7 +31,7 @@ def build_trace(retrieval: Retrieval, settings: Settings, *, embedding_dim: int 
     config.update(overrides or {})
     return {"version": TRACE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "query": retrieval.query, "settings": config, "reranked": retrieval.reranked,
-            "timings": dict(retrieval.timings),
+            "mode": retrieval.mode, "timings": dict(retrieval.timings),
             "candidates": [asdict(c) for c in retrieval.candidates],
             "prompt": messages or [], "answer": answer}
 
@@ -44,7 +45,7 @@ def turn_trace(record: TurnRecord, settings: Settings, answerer: Answerer | None
         messages = answerer.build_messages(record.question, record.retrieval.selected, record.history)
     # The record's timings cover the whole turn (condense, generate); the retrieval's only its own steps.
     retrieval = Retrieval(record.retrieval.query, record.retrieval.candidates, dict(record.timings),
-                          record.retrieval.reranked)
+                          record.retrieval.reranked, record.retrieval.mode)
     # Every `QueryOptions` field is a per-question setting: all of them override the server's settings.
     trace = build_trace(retrieval, settings, embedding_dim=embedding_dim, messages=messages,
                         answer=record.answer, overrides=asdict(record.options))
@@ -70,4 +71,4 @@ def load_trace(path_or_text: str | Path) -> tuple[dict, Retrieval]:
     trace = json.loads(text)
     candidates = [Candidate(**c) for c in trace["candidates"]]
     return trace, Retrieval(query=trace["query"], candidates=candidates, timings=trace["timings"],
-                            reranked=trace["reranked"])
+                            reranked=trace["reranked"], mode=trace.get("mode", "dense"))

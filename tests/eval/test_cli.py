@@ -39,7 +39,9 @@ def test_eval_cli_prints_table_and_writes_json(tmp_path, tiny_embedder_path, tin
     assert done.returncode == 0, done.stderr
     assert "nDCG@10" in done.stdout and "Recall@2" in done.stdout and "Instruction experiment" in done.stdout
     report = json.loads(out.read_text())
-    assert set(report) == {"report", "vs"}
+    assert set(report) == {"report", "modes", "vs"}
+    assert set(report["modes"]["first_stage"]) == {"dense", "bm25", "hybrid"}
+    assert "First stage: dense vs BM25 vs hybrid" in done.stdout
     assert len(report["report"]["queries"]) == 2
     assert set(report["report"]["dense"]) == {"Recall@2", "Recall@5", "MRR@10", "nDCG@10"}
 

@@ -18,10 +18,11 @@ def test_trace_round_trips_every_field(tiny_rag, corpus_path, tmp_path):
     assert raw["settings"]["rerank_instruction"] == "custom"
     assert raw["settings"]["embedding_dim"] == tiny_rag.embedder.dim
     assert set(raw["settings"]) >= {"embedding_model", "reranker_model", "query_instruction", "top_k", "top_n"}
-    assert set(raw["timings"]) == {"embed_query", "search", "rerank"}
+    assert set(raw["timings"]) == {"embed_query", "search", "bm25", "scores", "rerank"}
     first = raw["candidates"][0]
     assert set(first) >= {"text", "source", "chunk_id", "dense_score", "dense_rank", "rerank_score",
-                          "rerank_rank", "selected"}
+                          "rerank_rank", "selected", "bm25_score", "bm25_rank", "fused_score", "fused_rank"}
+    assert raw["mode"] == tiny_rag.settings.retrieval_mode and raw["settings"]["retrieval_mode"] == raw["mode"]
     loaded, back = load_trace(path)
     assert back == retrieval and loaded["prompt"] == messages and loaded["answer"] == "Magma [1]"
 
@@ -35,6 +36,6 @@ def test_a_turn_trace_records_the_question_s_options_and_timings(tiny_rag, corpu
     trace = turn_trace(record, tiny_rag.settings, embedding_dim=tiny_rag.embedder.dim)
     assert {k: trace["settings"][k] for k in ("top_k", "top_n", "use_reranker", "rerank_instruction")} == {
         "top_k": 4, "top_n": 2, "use_reranker": False, "rerank_instruction": "custom"}
-    assert set(trace["timings"]) == {"condense", "embed_query", "search"}  # the turn's, not the retrieval's
+    assert set(trace["timings"]) == {"condense", "embed_query", "search", "bm25", "scores"}  # the turn's, not the retrieval's
     assert trace["question"] == "lava?" and trace["query"] == "lava" and trace["prompt"] == []
     assert trace["answer"] is None and trace["reranked"] is False
