@@ -50,7 +50,7 @@ class Settings:
     fusion: str = "rrf"  # hybrid: rrf (reciprocal rank, k = rrf_k) or weighted (min-max scores, dense_weight)
     rrf_k: int = 60  # RRF's damping constant: 1 / (rrf_k + rank) per list
     dense_weight: float = 0.5  # weighted fusion: dense share, BM25 gets 1 - dense_weight
-    bm25_analyzer: str = "standard"  # how Milvus splits text into BM25 terms: standard | english | jieba (Chinese)
+    bm25_analyzer: str = "standard"  # how Milvus splits text into BM25 terms: standard | jieba (Chinese)
     top_n: int = 3  # reranked passages sent to the LLM
     chunk_tokens: int = 512  # cap per chunk, in tokens of the embedding model's tokenizer
     chunk_overlap: int = 64  # tokens repeated between consecutive pieces of a long section
@@ -143,7 +143,7 @@ FALSE = ("0", "false", "no", "off")
 DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "bf16w", "int8")
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
-ANALYZERS = ("standard", "english", "jieba")
+ANALYZERS = ("standard", "jieba")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # RAG_* variables read outside `Settings` (ingest limits, queue sizes, the default knowledge base).
