@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,20 @@ log = logging.getLogger(__name__)
 def make_store(settings: Settings, embedder: Embedder, client=None) -> Store:
     return Store(str(settings.milvus_uri), settings.collection, embedder.dim, token=settings.milvus_token,
                  embedding_model=embedder.model_name, client=client, analyzer=settings.bm25_analyzer)
+
+
+@dataclass
+class Scores:
+    """Chunk id -> dense and BM25 score, for every chunk of either list."""
+    dense: dict[int, float]
+    bm25: dict[int, float]
+
+
+def _break_ties(order: list[Fused], bm25: dict[int, float]) -> list[Fused]:
+    """RRF ties when one list ranks a chunk where the other ranks another (rank 1 in each, say). Then a chunk
+    sharing no term with the query (BM25 0) goes after one that does: an exact identifier the embedding
+    missed beats a chunk that only resembles the query. Otherwise the dense list's chunk keeps the tie."""
+    return sorted(order, key=lambda f: (-f.score, bm25[f.chunk_id] <= 0.0))
 
 
 class RAG:
@@ -68,9 +83,12 @@ class RAG:
         timings = {"embed_query": time.perf_counter() - started}
         dense = self._timed(timings, "search", self.store.search, vector, top_k, owner=owner)
         lexical = self._timed(timings, "bm25", self.store.bm25_search, query, top_k, owner=owner)
-        order = self._order(mode, dense, lexical)[:top_k]
         started = time.perf_counter()
-        candidates = self._candidates(query, vector, order, dense, lexical, owner)
+        order = self._order(mode, dense, lexical)
+        scores = self._missing_scores(query, vector, order, dense, lexical, owner)
+        if mode == "hybrid":
+            order = _break_ties(order, scores.bm25)
+        candidates = self._candidates(order[:top_k], dense, lexical, scores)
         timings["scores"] = time.perf_counter() - started
         return Retrieval(query=query, candidates=candidates, timings=timings, mode=mode)
 
@@ -91,24 +109,30 @@ class RAG:
             return weighted(lists, [self.settings.dense_weight, 1.0 - self.settings.dense_weight])
         return rrf(lists, self.settings.rrf_k)
 
-    def _candidates(self, query: str, vector, order: list[Fused], dense: list[Hit], lexical: list[Hit],
-                    owner: str | None) -> list[Candidate]:
-        dense_at = {h.chunk.id: (rank, h) for rank, h in enumerate(dense, start=1)}
-        bm25_at = {h.chunk.id: (rank, h) for rank, h in enumerate(lexical, start=1)}
+    def _missing_scores(self, query: str, vector, order: list[Fused], dense: list[Hit], lexical: list[Hit],
+                        owner: str | None) -> "Scores":
+        """Both scores of every fused chunk: from its list where it has one, else computed (the dense score from
+        the stored vector, the BM25 one by a BM25 search restricted to those chunks, 0 without a term)."""
         ids = [f.chunk_id for f in order]
-        vectors = self.store.vectors([i for i in ids if i not in dense_at])
-        bm25 = self.store.bm25_scores(query, [i for i in ids if i not in bm25_at], owner=owner)
+        scores = Scores({h.chunk.id: h.score for h in dense}, {h.chunk.id: h.score for h in lexical})
+        vectors = self.store.vectors([i for i in ids if i not in scores.dense])
+        scores.dense.update({i: float(v @ vector) for i, v in vectors.items()})
+        scores.bm25.update(self.store.bm25_scores(query, [i for i in ids if i not in scores.bm25], owner=owner))
+        return scores
+
+    @staticmethod
+    def _candidates(order: list[Fused], dense: list[Hit], lexical: list[Hit], scores: "Scores") -> list[Candidate]:
+        dense_at = {h.chunk.id: (rank, h.chunk) for rank, h in enumerate(dense, start=1)}
+        bm25_at = {h.chunk.id: (rank, h.chunk) for rank, h in enumerate(lexical, start=1)}
         candidates = []
         for position, fused in enumerate(order, start=1):
-            d_rank, hit = dense_at.get(fused.chunk_id, (None, None))
-            b_rank, b_hit = bm25_at.get(fused.chunk_id, (None, None))
-            chunk = (hit or b_hit).chunk
-            dense_score = hit.score if hit else float(vectors[fused.chunk_id] @ vector)
+            d_rank, chunk = dense_at.get(fused.chunk_id, (None, None))
+            b_rank, b_chunk = bm25_at.get(fused.chunk_id, (None, None))
+            chunk = chunk or b_chunk
             candidates.append(Candidate(
-                text=chunk.text, source=chunk.source, chunk_id=chunk.id, dense_score=dense_score, dense_rank=d_rank,
-                heading=chunk.heading, doc_id=chunk.doc_id, chunk_index=chunk.chunk_index,
-                bm25_score=b_hit.score if b_hit else bm25[fused.chunk_id], bm25_rank=b_rank,
-                fused_score=fused.score, fused_rank=position))
+                text=chunk.text, source=chunk.source, chunk_id=chunk.id, dense_score=scores.dense[chunk.id],
+                dense_rank=d_rank, heading=chunk.heading, doc_id=chunk.doc_id, chunk_index=chunk.chunk_index,
+                bm25_score=scores.bm25[chunk.id], bm25_rank=b_rank, fused_score=fused.score, fused_rank=position))
         return candidates
 
     def rerank(self, retrieval: Retrieval, top_n: int | None = None,

@@ -136,6 +136,10 @@ def test_an_exact_identifier_puts_its_only_chunk_first_in_hybrid_mode(minilm_rag
     assert r.mode == "hybrid" and top.source == "errors.md" and top.bm25_rank == 1
     assert [c.bm25_rank for c in r.candidates].count(None) == len(r.candidates) - 1  # no other chunk has it
     assert [c.fused_rank for c in r.candidates] == list(range(1, len(r.candidates) + 1))
+    # With one candidate per list, a chunk the embedding ranks first ties with the identifier's chunk (1/61
+    # each); the one sharing no term with the query loses the tie.
+    alone = minilm_rag.retrieve("MV2047", top_k=1, top_n=1).candidates
+    assert [(c.source, c.bm25_rank) for c in alone] == [("errors.md", 1)]
 
 
 def test_every_candidate_carries_both_exact_scores_and_ranks(minilm_rag):
