@@ -31,6 +31,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embedding-dim", type=int, help="Matryoshka size (must match the collection)")
     p.add_argument("--top-k", type=int, help="candidates retrieved per question")
     p.add_argument("--top-n", type=int, help="reranked passages sent to the LLM")
+    p.add_argument("--retrieval-mode", choices=("dense", "bm25", "hybrid"),
+                   help="first stage: embeddings, BM25 over the words, or both fused (default hybrid)")
+    p.add_argument("--fusion", choices=("rrf", "weighted"), help="how hybrid fuses the two lists (default rrf)")
+    p.add_argument("--bm25-analyzer", choices=("standard", "jieba"),
+                   help="how BM25 splits text into words: standard, or jieba for Chinese (migrates the collection)")
     p.add_argument("--llm-model", help="chat model name at the endpoint")
     p.add_argument("--llm-base-url", help="any OpenAI-compatible endpoint, e.g. http://localhost:11434/v1")
     p.add_argument("--device", help="auto | cpu | cuda | mps")
@@ -53,7 +58,9 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
                              embedding_model=args.embedding_model, reranker_model=args.reranker_model,
                              embedding_dim=args.embedding_dim, top_k=args.top_k, top_n=args.top_n,
                              llm_model=args.llm_model, llm_base_url=args.llm_base_url, device=args.device,
-                             dtype=args.dtype, shared_uploads=args.shared_uploads)
+                             dtype=args.dtype, shared_uploads=args.shared_uploads,
+                             retrieval_mode=args.retrieval_mode, fusion=args.fusion,
+                             bm25_analyzer=args.bm25_analyzer)
 
 
 def server_address(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> tuple[str, int]:

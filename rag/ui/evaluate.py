@@ -23,6 +23,7 @@ import pandas as pd
 from rag.answer import Answerer
 from rag.errors import InputError, user_message
 from rag.eval.judgments_file import JudgmentsFile
+from rag.eval.modes import compare_modes
 from rag.eval.report import VERDICT_METRIC, EvalReport, QueryResult
 from rag.eval.runner import Progress, evaluate, instruction_variant, options_for
 from rag.eval.session import GRADES, SessionJudgments, TurnRecord, session_report
@@ -33,6 +34,7 @@ from rag.eval.tables import (
     Table,
     comparison_table,
     metric_table,
+    mode_table,
     query_table,
 )
 from rag.eval.trace import turn_trace, write_trace
@@ -82,10 +84,13 @@ class EvaluateView(View):
     download: Any = KEEP  # the judgments download: a gr.DownloadButton update
     comparison: pd.DataFrame | Keep = KEEP  # the experiment's A vs B
     comparison_note: str | Keep = KEEP
+    modes: pd.DataFrame | Keep = KEEP  # dense vs BM25 vs hybrid vs reranked
+    modes_note: str | Keep = KEEP
 
 
 REPORT = ("summary", "metrics", "helped", "queries", "download")  # refresh
 EXPERIMENT = ("comparison", "comparison_note")
+MODES = ("modes", "modes_note")
 
 
 # --- layout ------------------------------------------------------------------------------------------------
@@ -128,6 +133,13 @@ def evaluate_tab() -> SimpleNamespace:
         ev.comparison = gr.Dataframe(headers=COMPARISON_HEADERS, interactive=False, label="A vs B",
                                      elem_id="rag-eval-comparison")
         ev.comparison_note = gr.Markdown("")
+    with gr.Accordion("First stage: dense vs BM25 vs hybrid", open=True):
+        gr.Markdown("Re-run the judged questions with each first stage (no reranker), and the reranker over "
+                    "the settings panel's first stage. Same top_k, top_n and instructions.")
+        ev.modes_run = gr.Button("Compare first stages on the judged questions", elem_id="rag-eval-modes-run")
+        ev.modes = gr.Dataframe(headers=["Metric", "Dense", "BM25", "Hybrid"], interactive=False,
+                                label="Dense vs BM25 vs hybrid vs reranked", elem_id="rag-eval-modes")
+        ev.modes_note = gr.Markdown("", elem_id="rag-eval-modes-note")
     return ev
 
 
@@ -144,7 +156,10 @@ def wire(ui: SimpleNamespace, ev: SimpleNamespace, handlers: EvaluateHandlers, t
     ev.refresh.click(**report)
     ev.run.click(**bind(EvaluateView, ev, handlers.experiment, EXPERIMENT),
                  inputs=[ui.judged, ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction,
-                         ui.rerank_instruction, ev.query_b, ev.rerank_b], **private)
+                         ui.rerank_instruction, ev.query_b, ev.rerank_b, ui.retrieval_mode], **private)
+    ev.modes_run.click(**bind(EvaluateView, ev, handlers.compare_modes, MODES),
+                       inputs=[ui.judged, ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction,
+                               ui.rerank_instruction, ui.retrieval_mode], **private)
 
 
 # --- the selected row ----------------------------------------------------------------------------------------
@@ -269,7 +284,7 @@ class EvaluateHandlers:
 
     def experiment(self, judged: SessionJudgments | None, top_k, top_n, use_reranker, query_a: str,
                    rerank_a: str, query_b: str, rerank_b: str, request: gr.Request = None,
-                   progress=gr.Progress()) -> EvaluateView:
+                   progress=gr.Progress(), retrieval_mode: str | None = None) -> EvaluateView:
         """Re-run the judged questions with instructions A and B: the comparison table and a note
         (`EXPERIMENT`)."""
         judgments = (judged or SessionJudgments()).judgments()
@@ -279,7 +294,7 @@ class EvaluateHandlers:
         # A: the settings panel as the chat would use it (blank instructions: the settings' own).
         a = options_for(self.settings, top_k=max(1, int(top_k)), top_n=max(1, int(top_n)),
                         use_reranker=bool(use_reranker) and self.rag.reranker is not None,
-                        query_instruction=query_a, rerank_instruction=rerank_a)
+                        query_instruction=query_a, rerank_instruction=rerank_a, retrieval_mode=retrieval_mode)
         variants = {"A": a, "B": instruction_variant(a, query_b, rerank_b)}
         owner = owner_of(request, self.settings)
         try:
@@ -290,8 +305,32 @@ class EvaluateHandlers:
             gr.Warning(f"The experiment failed: {user_message(exc)}")
             return EvaluateView()
         note = (f"{len(judgments)} judged question(s), top_k {a.top_k}, top_n {a.top_n}, "
-                f"reranker {'on' if a.use_reranker else 'off'}. Δ = B − A.")
+                f"{a.retrieval_mode} first stage, reranker {'on' if a.use_reranker else 'off'}. Δ = B − A.")
         return EvaluateView(comparison=_frame(comparison_table(*reports)), comparison_note=note)
+
+    def compare_modes(self, judged: SessionJudgments | None, top_k, top_n, use_reranker, query_instruction: str,
+                      rerank_instruction: str, retrieval_mode: str | None = None, request: gr.Request = None,
+                      progress=gr.Progress()) -> EvaluateView:
+        """The judged questions through each first stage, and the reranker over the panel's (`MODES`)."""
+        judgments = (judged or SessionJudgments()).judgments()
+        if not judgments:
+            gr.Warning(NO_RELEVANT)
+            return EvaluateView()
+        options = options_for(self.settings, top_k=max(1, int(top_k)), top_n=max(1, int(top_n)),
+                              use_reranker=bool(use_reranker) and self.rag.reranker is not None,
+                              query_instruction=query_instruction, rerank_instruction=rerank_instruction,
+                              retrieval_mode=retrieval_mode)
+        try:
+            comparison = compare_modes(self.rag, judgments, options, owner=owner_of(request, self.settings),
+                                       progress=lambda fraction, desc: progress(fraction, desc=desc))
+        except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
+            log.exception("first-stage comparison failed")
+            gr.Warning(f"The comparison failed: {user_message(exc)}")
+            return EvaluateView()
+        note = (f"{len(judgments)} judged question(s), top_k {options.top_k}, top_n {options.top_n}; "
+                + (f"reranker over {options.retrieval_mode}." if comparison.reranked is not None
+                   else "reranker off."))
+        return EvaluateView(modes=_frame(mode_table(comparison)), modes_note=note)
 
 
 def _half(progress: Callable, n: int, label: str) -> Progress:

@@ -13,12 +13,13 @@ from rag.ingest.inputs import clean_name
 from rag.types import Candidate, Retrieval
 from rag.ui.safety import escape_html, safe_markdown
 
-TABLE_HEADERS = ["LLM", "Rerank #", "Dense #", "Δ rank", "Rerank score", "Embedding score", "Source",
-                 "Snippet"]
+TABLE_HEADERS = ["LLM", "Rerank #", "First #", "Dense #", "BM25 #", "Δ rank", "Rerank score", "Embedding score",
+                 "BM25 score", "Found by", "Source", "Snippet"]
+FOUND_BY = {"both": "both", "dense": "dense only", "bm25": "BM25 only"}
 PENDING = "…"  # a reranker value that is still being computed
 SNIPPET_CHARS = 90
 STAGE_LABELS = {"condense": "condense question", "embed_query": "embed query", "search": "search",
-                "rerank": "rerank", "generate": "generate"}
+                "bm25": "BM25 search", "scores": "fuse + scores", "rerank": "rerank", "generate": "generate"}
 SOURCES_MARKER = "\n\n<!--sources-->"  # stripped before history goes back to the LLM
 
 
@@ -29,10 +30,11 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
 
 
 def llm_mark(candidate: Candidate, top_n: int, reranked: bool) -> str:
-    """✓ [n] for passages sent to the LLM (cited as [n]); ↓ dropped for dense top_n ones the reranker pushed out."""
+    """✓ [n] for passages sent to the LLM (cited as [n]); ↓ dropped for first-stage top_n ones the reranker
+    pushed out."""
     if candidate.selected:
         return f"✓ [{candidate.rank}]"
-    if reranked and candidate.dense_rank <= top_n:
+    if reranked and candidate.first_rank <= top_n:
         return "↓ dropped"
     return ""
 
@@ -41,7 +43,7 @@ def rank_delta(candidate: Candidate) -> str:
     """How far the reranker moved a candidate: +2 ↑ means two places up."""
     if candidate.rerank_rank is None:
         return ""
-    moved = candidate.dense_rank - candidate.rerank_rank
+    moved = candidate.first_rank - candidate.rerank_rank
     return f"+{moved} ↑" if moved > 0 else (f"{moved} ↓" if moved < 0 else "0 =")
 
 
@@ -52,8 +54,14 @@ def candidate_row(candidate: Candidate, top_n: int, reranked: bool, pending: boo
         rerank_rank = "" if candidate.rerank_rank is None else str(candidate.rerank_rank)
         rerank_score = "" if candidate.rerank_score is None else f"{candidate.rerank_score:.4f}"
     mark = PENDING if pending else llm_mark(candidate, top_n, reranked)
-    return [mark, rerank_rank, str(candidate.dense_rank), "" if pending else rank_delta(candidate),
-            rerank_score, f"{candidate.dense_score:.4f}", clean_name(candidate.source), snippet(candidate.text)]
+    return [mark, rerank_rank, str(candidate.first_rank), _rank(candidate.dense_rank), _rank(candidate.bm25_rank),
+            "" if pending else rank_delta(candidate), rerank_score, f"{candidate.dense_score:.4f}",
+            f"{candidate.bm25_score:.3f}", FOUND_BY[candidate.found_by], clean_name(candidate.source), snippet(candidate.text)]
+
+
+def _rank(rank: int | None) -> str:
+    """Blank outside that retriever's top_k list (its score is still shown)."""
+    return "" if rank is None else str(rank)
 
 
 def candidates_table(retrieval: Retrieval | None, top_n: int, pending: bool = False) -> pd.DataFrame:
@@ -103,7 +111,7 @@ def passage_cards(retrieval: Retrieval | None, turn: int) -> str:
 
 def _card(turn: int, number: int, candidate: Candidate) -> str:
     score = (f"rerank {candidate.rerank_score:.4f} · " if candidate.rerank_score is not None else "") \
-        + f"embedding {candidate.dense_score:.4f}"
+        + f"embedding {candidate.dense_score:.4f} · BM25 {candidate.bm25_score:.3f}"
     return (f"<div class='rag-passage' id='{passage_anchor(turn, number)}'>"
             f"<div class='rag-passage-head'><b>[{number}]</b> {escape_html(source_label(candidate))}"
             f"<span class='rag-passage-score'>{score}</span></div>"

@@ -110,7 +110,8 @@ def throttled(progress, every: float = PROGRESS_EVERY):
 
 def passage_text(c: Candidate) -> str:
     """A candidates-table row's full text under its source label, for the full-text box."""
-    return f"{fmt.source_label(c)}  (chunk {c.chunk_index}, embedding rank {c.dense_rank})\n\n{c.text}"
+    ranks = f"embedding rank {c.dense_rank or '–'}, BM25 rank {c.bm25_rank or '–'}"
+    return f"{fmt.source_label(c)}  (chunk {c.chunk_index}, {ranks})\n\n{c.text}"
 
 
 def _with_reply(chat: list[dict], content: str) -> list[dict]:
@@ -131,36 +132,45 @@ class ChatHandlers:
         self.rag, self.settings, self.answerer = rag, settings, answerer
 
     def options(self, top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
-                temperature) -> QueryOptions:
+                temperature, retrieval_mode=None) -> QueryOptions:
         return QueryOptions.from_settings(
-            self.settings, top_k=top_k, top_n=top_n, use_reranker=bool(use_reranker) and self.rag.reranker is not None,
+            self.settings, retrieval_mode=retrieval_mode or None, **self._knobs(
+                top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model, temperature))
+
+    def _knobs(self, top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
+               temperature) -> dict:
+        return dict(
+            top_k=top_k, top_n=top_n, use_reranker=bool(use_reranker) and self.rag.reranker is not None,
             query_instruction=(query_instruction or "").strip() or None,
             rerank_instruction=(rerank_instruction or "").strip() or None,
             llm_model=(llm_model or "").strip() or None, temperature=temperature)
 
     def ask(self, message: str, history: list[dict], top_k, top_n, use_reranker, query_instruction,
-            rerank_instruction, llm_model, temperature, request: gr.Request) -> Iterator[ChatView]:
+            rerank_instruction, llm_model, temperature, request: gr.Request,
+            retrieval_mode: str | None = None) -> Iterator[ChatView]:
         question = (message or "").strip()
         if not question:
             yield _warned("Type a question first.")
             return
         options = self.options(top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
-                               temperature)
+                               temperature, retrieval_mode)
         history = list(history or [])
         yield from self._turn(question, safe_markdown(question), history, history, options,
                               owner_of(request, self.settings))
 
     def rerun(self, last: dict | None, history: list[dict], top_k, top_n, use_reranker, query_instruction,
-              rerank_instruction, llm_model, temperature, request: gr.Request) -> Iterator[ChatView]:
+              rerank_instruction, llm_model, temperature, request: gr.Request,
+              retrieval_mode: str | None = None) -> Iterator[ChatView]:
         """Ask the last question again with the current settings, as a new turn to compare with."""
         if not last:
             yield _warned("Ask a question first; then change the settings and re-run it to compare.")
             return
         options = self.options(top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
-                               temperature)
+                               temperature, retrieval_mode)
         history = list(history or [])
         label = (f"↻ {safe_markdown(last['question'])}\n\n<sub>re-run · top_k {options.top_k} · top_n "
-                 f"{options.top_n} · reranker {'on' if options.use_reranker else 'off'}</sub>")
+                 f"{options.top_n} · {options.retrieval_mode} · reranker {'on' if options.use_reranker else 'off'}"
+                 "</sub>")
         context = history[: last.get("context", 0)]
         yield from self._turn(last["question"], label, history, context, options,
                               owner_of(request, self.settings))

@@ -10,7 +10,7 @@ import rag.ui.formatting as fmt
 import rag.ui.plots as plots
 from rag.answer import Answerer
 from rag.pipeline import RAG
-from rag.settings import Settings
+from rag.settings import RETRIEVAL_MODES, Settings
 from rag.ui.api import register_api
 from rag.ui.assets import CITATION_SCRIPT
 from rag.ui.cleanup import UPLOAD_CACHE
@@ -113,6 +113,10 @@ def _settings_panel(ui: SimpleNamespace, rag: RAG, settings: Settings, answerer:
         with gr.Row():
             ui.top_k = gr.Slider(1, 50, value=settings.top_k, step=1, label="top_k: candidates retrieved")
             ui.top_n = gr.Slider(1, 20, value=settings.top_n, step=1, label="top_n: passages sent to the LLM")
+        ui.retrieval_mode = gr.Radio(list(RETRIEVAL_MODES), value=settings.retrieval_mode,
+                                     label="First stage", elem_id="rag-retrieval-mode",
+                                     info="dense: embeddings · bm25: Milvus' BM25 over the words · hybrid: both "
+                                          f"lists fused ({_fusion_text(settings)})")
         ui.use_reranker = gr.Checkbox(value=rag.reranker is not None, interactive=rag.reranker is not None,
                                       label="Rerank candidates",
                                       info=None if rag.reranker is not None else
@@ -134,6 +138,12 @@ def _settings_panel(ui: SimpleNamespace, rag: RAG, settings: Settings, answerer:
                         "server's API key is never sent to an address typed into the page.")
 
 
+def _fusion_text(settings: Settings) -> str:
+    if settings.fusion == "rrf":
+        return f"RRF, k={settings.rrf_k}"
+    return f"weighted, dense {settings.dense_weight:g} / BM25 {1 - settings.dense_weight:g}"
+
+
 def _endpoint_text(settings: Settings, answerer: Answerer) -> str:
     if not answerer.configured:
         return "none — retrieval-only answers (set OPENAI_API_KEY or --llm-base-url)"
@@ -146,9 +156,9 @@ def _inspection_panel(ui: SimpleNamespace) -> None:
     ui.table = gr.Dataframe(value=fmt.candidates_table(None, 0), headers=fmt.TABLE_HEADERS, interactive=False,
                             wrap=True, max_height=420, elem_id="rag-candidates",
                             label="Candidates (select a row for its full text) — ✓ [n] sent to the LLM, "
-                                  "↓ dropped by the reranker",
-                            column_widths=["11%", "9%", "9%", "7%", "9%", "10%", "14%", "31%"])
-    ui.plot = gr.Plot(label="Embedding rank → reranker rank", show_label=False, elem_id="rag-plot", format="png")
+                                  "↓ dropped by the reranker; Found by: which first-stage lists held it",
+                            column_widths=["7%", "5%", "5%", "5%", "5%", "5%", "6%", "7%", "6%", "8%", "12%", "29%"])
+    ui.plot = gr.Plot(label="BM25 and embedding ranks → fused rank → reranker rank", show_label=False, elem_id="rag-plot", format="png")
     ui.full_text = gr.Textbox(label="Full passage text", lines=6, max_lines=16, interactive=False,
                               elem_id="rag-full-text", placeholder="Select a row of the table.")
     passage_controls(ui)  # grade the selected row; download the question's trace
@@ -160,7 +170,7 @@ def _wire_chat(ui: SimpleNamespace, chat: ChatHandlers, limits: dict) -> None:
     """Ask, re-run and Clear output every `ChatView` field's component (`bind`: one order, the view's); a
     selected table row shows its full text and its grade controls (one handler, `select_row`)."""
     knobs = [ui.top_k, ui.top_n, ui.use_reranker, ui.query_instruction, ui.rerank_instruction, ui.llm_model,
-             ui.temperature]
+             ui.temperature, ui.retrieval_mode]  # the mode last: the handlers take it after the request
     streamed = dict(api_visibility="private", show_progress="hidden", **limits)
     ask = dict(**bind(ChatView, ui, chat.ask), inputs=[ui.question, ui.chatbot, *knobs], **streamed)
     ui.question.submit(**ask, api_name="chat_submit")
