@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from rag.errors import StoreError
-
-if TYPE_CHECKING:
-    from rag.store.milvus import Store
+from rag.store.fields import ANALYZER_PROPERTY, ANALYZERS, FIELDS, SPARSE
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +28,6 @@ def staging_name(collection: str) -> str:
 def needs_migration(info: dict, analyzer: str | None) -> str:
     """Why the described collection must be migrated, or "" when it is current. `analyzer` None: the caller
     only lists or deletes, which any schema allows."""
-    from rag.store.milvus import ANALYZER_PROPERTY, SPARSE
-
     if analyzer is None:
         return ""
     fields = {f["name"]: f for f in info["fields"]}
@@ -45,8 +41,6 @@ def needs_migration(info: dict, analyzer: str | None) -> str:
 
 def _analyzer_of(text_field: dict) -> str:
     """The analyzer name from the text field's parameters, for a collection without our property."""
-    from rag.store.milvus import ANALYZERS
-
     params = text_field.get("params", {}).get("analyzer_params")
     params = json.loads(params) if isinstance(params, str) else (params or {"type": "standard"})
     return next((name for name, p in ANALYZERS.items() if p == params), json.dumps(params))
@@ -60,21 +54,19 @@ def finish_interrupted(client, collection: str) -> None:
         client.rename_collection(staging, collection)
 
 
-def migrate(store: Store, reason: str) -> int:
-    """Copy every row of `store.collection` into the current schema and swap; returns the rows copied."""
-    from rag.store.milvus import FIELDS
-
-    client, name = store.client, store.collection
+def migrate(client, name: str, create: Callable[[str], None], reason: str) -> int:
+    """Copy every row of collection `name` into a collection of the current schema (`create(new_name)` makes
+    it) and swap; returns the rows copied."""
     staging = staging_name(name)
-    total = store.count()
-    log.warning("Collection %r at %s needs migrating: %s. Copying its %d chunks (vectors and text as stored, "
-                "nothing re-embedded) into the new schema, then swapping.", name, store.uri, reason, total)
+    total = _count(client, name)
+    log.warning("Collection %r needs migrating: %s. Copying its %d chunks (vectors and text as stored, "
+                "nothing re-embedded) into the new schema, then swapping.", name, reason, total)
     if client.has_collection(staging):
         client.drop_collection(staging)  # a copy left by a migration that stopped before the swap
-    store._create(staging)
+    create(staging)
     copied = _copy(client, name, staging, FIELDS + ["vector"])
     client.flush(staging)
-    stored = int(client.query(staging, filter="", output_fields=["count(*)"])[0]["count(*)"])
+    stored = _count(client, staging)
     if copied != total or stored != total:
         client.drop_collection(staging)
         raise StoreError(f"Migrating collection {name!r} copied {stored} of {total} chunks, so the old collection "
@@ -84,6 +76,10 @@ def migrate(store: Store, reason: str) -> int:
     client.rename_collection(staging, name)
     log.warning("Collection %r migrated: %d chunks now searchable by BM25 too.", name, total)
     return total
+
+
+def _count(client, collection: str) -> int:
+    return int(client.query(collection, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
 
 def _copy(client, source: str, target: str, fields: list[str]) -> int:

@@ -20,15 +20,15 @@ from rag.types import SHARED_OWNER, Chunk, DocumentInfo, Hit
 
 log = logging.getLogger(__name__)
 
-TEXT_MAX = 65535
-FIELDS = ["id", "text", "source", "doc_id", "chunk_index", "heading", "content_hash", "owner"]
-SPARSE = "sparse"  # BM25 term weights, computed by Milvus from `text` (a function output: never written by us)
-# Both Milvus Lite and a Milvus server know these two (Lite has no stemming filters): words split on non-word
-# characters and lowercased, or Chinese split into words by jieba (which needs the jieba package).
-ANALYZERS = {"standard": {"tokenizer": "standard"}, "jieba": {"tokenizer": "jieba"}}
-MODEL_PROPERTY = "rag.embedding_model"  # collection properties: which vector space the collection holds
-DIM_PROPERTY = "rag.embedding_dim"
-ANALYZER_PROPERTY = "rag.bm25_analyzer"
+from rag.store.fields import (  # noqa: F401 - FIELDS and the properties are part of this module's interface
+    ANALYZER_PROPERTY,
+    ANALYZERS,
+    DIM_PROPERTY,
+    FIELDS,
+    MODEL_PROPERTY,
+    SPARSE,
+    TEXT_MAX,
+)
 
 
 class CollectionMismatchError(StoreError):
@@ -91,7 +91,7 @@ class Store:
             self._check_compatible()
             reason = needs_migration(self.client.describe_collection(self.collection), self.analyzer)
             if reason:
-                migrate(self, reason)
+                migrate(self.client, self.collection, self._create, reason)
             self.client.load_collection(self.collection)  # an indexed collection reopens released
             self.has_bm25 = SPARSE in _field_names(self.client.describe_collection(self.collection))
             return

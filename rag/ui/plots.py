@@ -101,7 +101,7 @@ def _draw(ax, candidates: list[Candidate], columns: list[Column], top_n: int, re
                 continue
             ax.scatter([col.x], [rank], color=color, zorder=3, s=18)
             if score is not None:
-                ax.text(col.x + 0.06, rank, f"{rank}·{score:.3g}", ha="left", va="bottom", fontsize=6.5,
+                ax.text(col.x + 0.06, rank, f"{rank} · {score:.3g}", ha="left", va="bottom", fontsize=6.5,
                         color="#374151")
         final = c.rerank_rank if reranked and c.rerank_rank is not None else c.first_rank
         ax.text(last.x + 0.35, final, _label(c) + ("" if c.found_by == "both" else f"  ({FOUND[c.found_by]} only)"),

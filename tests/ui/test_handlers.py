@@ -39,8 +39,10 @@ def knobs(**changes) -> list:
     return list({**KNOBS, **changes}.values())
 
 
-def run_ask(chat: ChatHandlers, question: str, history=None, session: str = "s1", **changes) -> list[ChatView]:
-    return list(chat.ask(question, history or [], *knobs(**changes), request=request(session)))
+def run_ask(chat: ChatHandlers, question: str, history=None, session: str = "s1", retrieval_mode=None,
+            **changes) -> list[ChatView]:
+    return list(chat.ask(question, history or [], *knobs(**changes), request=request(session),
+                         retrieval_mode=retrieval_mode))
 
 
 def sent(views: list[ChatView], name: str) -> list:
@@ -139,11 +141,24 @@ def test_dense_table_is_sent_before_the_plot_is_drawn(llm_chat):
 
 
 def test_reranker_off_keeps_the_dense_order(llm_chat):
-    steps = run_ask(llm_chat, "honey bees", use_reranker=False, top_n=2)
+    steps = run_ask(llm_chat, "honey bees", use_reranker=False, top_n=2, retrieval_mode="dense")
     table = [t for t in sent(steps, "table") if isinstance(t, pd.DataFrame)][-1]
     assert list(table["Dense #"]) == [str(i) for i in range(1, 8)]
     assert set(table["Rerank score"]) == {""}
     assert list(table["LLM"][:3]) == ["✓ [1]", "✓ [2]", ""]
+
+
+@pytest.mark.parametrize("mode, own_rank", [("dense", "Dense #"), ("bm25", "BM25 #"), ("hybrid", "First #")])
+def test_each_first_stage_mode_orders_the_table_by_its_own_ranking(llm_chat, mode, own_rank):
+    steps = run_ask(llm_chat, "honey bees", use_reranker=False, top_n=2, retrieval_mode=mode)
+    table = [t for t in sent(steps, "table") if isinstance(t, pd.DataFrame)][-1]
+    assert list(table[own_rank]) == [str(i) for i in range(1, len(table) + 1)] and len(table) >= 1
+    assert list(table["First #"]) == [str(i) for i in range(1, len(table) + 1)]  # no reranker: first-stage order
+    assert all(float(v) >= 0 for v in table["BM25 score"]) and all(float(v) == float(v) for v in
+                                                                     table["Embedding score"])
+    assert set(table["Found by"]) <= {"both", "dense only", "BM25 only"}
+    if mode == "bm25":  # every BM25 candidate shares a word with the question
+        assert all(float(v) > 0 for v in table["BM25 score"]) and "dense only" not in set(table["Found by"])
 
 
 def test_follow_up_sends_history_and_rerun_compares_settings(llm_chat, openai_server):
