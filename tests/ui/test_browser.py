@@ -200,3 +200,27 @@ def test_grade_a_passage_see_it_evaluated_and_download_the_trace(new_page):
     expect(page.locator("#rag-eval-summary")).to_contain_text("1 judged question(s)")
     expect(page.locator("#rag-eval-metrics")).to_contain_text("nDCG@10")
     expect(page.locator("#rag-eval-queries")).to_contain_text("volcano")
+
+
+def test_the_three_first_stage_modes_from_the_settings_panel(new_page, tmp_path):
+    page = new_page()
+    upload(page, tmp_path, "codes.md", "# Error codes\n\nWhen the proxy reports ZQ4417 the loader ran out of "
+                                       "memory: raise the limit and restart it.")
+    page.get_by_text("Settings (apply to the next question").click()
+    modes = page.locator("#rag-retrieval-mode")
+    expect(modes.get_by_label("hybrid")).to_be_checked()  # the default
+    for mode in ("bm25", "dense", "hybrid"):
+        modes.get_by_label(mode).check()
+        page.click("#rag-clear")  # a new conversation: a follow-up would be condensed by the LLM first
+        expect(page.locator("#rag-chat")).not_to_contain_text("Sources:")
+        ask(page, "ZQ4417")
+        rows = table_rows(page)
+        by_upload = next(r for r in rows if r["Source"] == "codes.md")
+        if mode == "bm25":  # only the chunk holding the code shares a word with the question
+            assert len(rows) == 1 and by_upload["BM25 #"] == "1" and float(by_upload["BM25 score"]) > 0
+        if mode == "dense":  # every candidate from the dense list; BM25 scores still shown (0 without a match)
+            assert len(rows) == 8 and all(r["Dense #"].isdigit() for r in rows)  # 7 corpus chunks + the upload
+            assert {r["BM25 score"] for r in rows if r["Source"] != "codes.md"} == {"0.000"}
+        if mode == "hybrid":  # the exact identifier: its chunk first of the fused ranking, BM25 rank 1
+            assert by_upload["First #"] == "1" and by_upload["BM25 #"] == "1"
+            assert {r["Found by"] for r in rows} == {"both", "dense only"}
