@@ -110,7 +110,7 @@ class RAG:
         return rrf(lists, self.settings.rrf_k)
 
     def _missing_scores(self, query: str, vector, order: list[Fused], dense: list[Hit], lexical: list[Hit],
-                        owner: str | None) -> "Scores":
+                        owner: str | None) -> Scores:
         """Both scores of every fused chunk: from its list where it has one, else computed (the dense score from
         the stored vector, the BM25 one by a BM25 search restricted to those chunks, 0 without a term)."""
         ids = [f.chunk_id for f in order]
@@ -121,7 +121,7 @@ class RAG:
         return scores
 
     @staticmethod
-    def _candidates(order: list[Fused], dense: list[Hit], lexical: list[Hit], scores: "Scores") -> list[Candidate]:
+    def _candidates(order: list[Fused], dense: list[Hit], lexical: list[Hit], scores: Scores) -> list[Candidate]:
         dense_at = {h.chunk.id: (rank, h.chunk) for rank, h in enumerate(dense, start=1)}
         bm25_at = {h.chunk.id: (rank, h.chunk) for rank, h in enumerate(lexical, start=1)}
         candidates = []

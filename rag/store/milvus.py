@@ -195,6 +195,8 @@ class Store:
         # Milvus Lite's first search over new segments builds per-segment lookups (~200 ms at 20k rows):
         # pay that here, in the upload, rather than in the user's first question.
         self.search(np.zeros(self.dim, dtype=np.float32), top_k=1)
+        if self.has_bm25:
+            self.bm25_search("warm up", top_k=1)  # the same for the BM25 index
         return indexed
 
     # --- reads ------------------------------------------------------------------------------------
