@@ -34,9 +34,12 @@ def test_retrieve_endpoint_returns_ranked_candidates_with_both_scores(client):
 
 
 def test_retrieve_endpoint_defaults_and_reranker_off(client):
-    result = client.predict(query="honey bees", use_reranker=False, api_name="/retrieve")
+    result = client.predict(query="honey bees", use_reranker=False, retrieval_mode="dense", api_name="/retrieve")
     assert result["reranked"] is False and len(result["candidates"]) == 7
     assert [c["dense_rank"] for c in result["candidates"]] == list(range(1, 8))
+    hybrid = client.predict(query="honey bees", use_reranker=False, api_name="/retrieve")  # the default mode
+    assert hybrid["mode"] == "hybrid" and [c["fused_rank"] for c in hybrid["candidates"]] == list(range(1, 8))
+    assert all(c["bm25_score"] >= 0 and "bm25_rank" in c for c in hybrid["candidates"])
 
 
 def test_ask_endpoint_answers_with_citations(client):

@@ -330,3 +330,23 @@ def test_instruction_experiment_on_an_empty_collection_says_what_to_do(tiny_rag,
     judged.grade(_retrieval("q", ["x", "y"], ["y", "x"]), "101", 2)
     with pytest.warns(UserWarning, match="The experiment failed: The collection is empty.*add documents"):
         assert ev.experiment(judged, 6, 2, True, "", "", "b", "b", REQUEST) == EvaluateView()
+
+
+def test_first_stage_comparison_scores_each_mode_as_the_runner_does(app_parts):
+    record = ask(app_parts.chat, "How do volcanoes erupt?")[-1].turn
+    judged = grade(app_parts.ev, record, None, 1, 2)
+    view = app_parts.ev.compare_modes(judged, 6, 2, True, "", "", "hybrid", REQUEST)
+    table = view.modes
+    assert list(table.columns) == ["Metric", "Dense", "BM25", "Hybrid", "Reranked (Hybrid)"]
+    assert list(table["Metric"]) == ["Recall@2", "Recall@6", "MRR@10", "nDCG@10"]
+    for mode, column in (("dense", "Dense"), ("bm25", "BM25"), ("hybrid", "Hybrid")):
+        report = evaluate(app_parts.rag, judged.judgments(), owner="session-1",
+                          options=options_for(app_parts.settings, top_k=6, top_n=2, use_reranker=False,
+                                              retrieval_mode=mode))
+        assert [float(v) for v in table[column]] == pytest.approx([report.dense[m] for m in report.metrics],
+                                                                   abs=1e-3)
+    reranked = evaluate(app_parts.rag, judged.judgments(), owner="session-1",
+                        options=options_for(app_parts.settings, top_k=6, top_n=2, retrieval_mode="hybrid"))
+    assert [float(v) for v in table["Reranked (Hybrid)"]] == pytest.approx(
+        [reranked.reranked[m] for m in reranked.metrics], abs=1e-3)
+    assert "1 judged question" in view.modes_note and "reranker over hybrid" in view.modes_note
