@@ -27,7 +27,7 @@ class QueryOptions:
     top_k: int = 10
     top_n: int = 3
     use_reranker: bool = True
-    retrieval_mode: str = "hybrid"  # dense | bm25 | hybrid (rag.settings.RETRIEVAL_MODES)
+    retrieval_mode: str = "dense"  # dense | bm25 | hybrid (rag.settings.RETRIEVAL_MODES)
     query_instruction: str = ""
     rerank_instruction: str = ""
     llm_model: str = ""
@@ -50,7 +50,7 @@ class QueryOptions:
         self.top_n = max(1, min(self.top_k, int(self.top_n)))
         self.temperature = max(0.0, min(2.0, float(self.temperature)))
         if self.retrieval_mode not in RETRIEVAL_MODES:
-            self.retrieval_mode = "hybrid"  # an API caller's unknown value: the documented default
+            self.retrieval_mode = "dense"  # an API caller's unknown value: the documented default
         return self
 
 

@@ -37,7 +37,7 @@ def test_retrieve_endpoint_defaults_and_reranker_off(client):
     result = client.predict(query="honey bees", use_reranker=False, retrieval_mode="dense", api_name="/retrieve")
     assert result["reranked"] is False and len(result["candidates"]) == 7
     assert [c["dense_rank"] for c in result["candidates"]] == list(range(1, 8))
-    hybrid = client.predict(query="honey bees", use_reranker=False, api_name="/retrieve")  # the default mode
+    hybrid = client.predict(query="honey bees", use_reranker=False, retrieval_mode="hybrid", api_name="/retrieve")
     assert hybrid["mode"] == "hybrid" and [c["fused_rank"] for c in hybrid["candidates"]] == list(range(1, 8))
     assert all(c["bm25_score"] >= 0 and "bm25_rank" in c for c in hybrid["candidates"])
 
