@@ -134,16 +134,11 @@ class ChatHandlers:
     def options(self, top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
                 temperature, retrieval_mode=None) -> QueryOptions:
         return QueryOptions.from_settings(
-            self.settings, retrieval_mode=retrieval_mode or None, **self._knobs(
-                top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model, temperature))
-
-    def _knobs(self, top_k, top_n, use_reranker, query_instruction, rerank_instruction, llm_model,
-               temperature) -> dict:
-        return dict(
-            top_k=top_k, top_n=top_n, use_reranker=bool(use_reranker) and self.rag.reranker is not None,
+            self.settings, top_k=top_k, top_n=top_n, use_reranker=bool(use_reranker) and self.rag.reranker is not None,
             query_instruction=(query_instruction or "").strip() or None,
             rerank_instruction=(rerank_instruction or "").strip() or None,
-            llm_model=(llm_model or "").strip() or None, temperature=temperature)
+            llm_model=(llm_model or "").strip() or None, temperature=temperature,
+            retrieval_mode=retrieval_mode or None)
 
     def ask(self, message: str, history: list[dict], top_k, top_n, use_reranker, query_instruction,
             rerank_instruction, llm_model, temperature, request: gr.Request,
