@@ -1,21 +1,58 @@
 """Build Qwen3 checkpoints locally (the hub is out of reach): tiny ones for tests, 0.6B-shaped for benchmarks.
 
-The weights are random; the architecture and the tokenizer are the real ones: Qwen's own vocabulary
-(tests/qwen_tokenizer.py), so template tokenisation, the `yes`/`no` ids, chunk sizes and token counts are the
-released models'.
+The weights are random, the architecture and tokenizer plumbing are the real ones: a byte-level BPE tokenizer
+trained on text shipped in this repo, with Qwen's special tokens, and `yes`/`no` as single tokens.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tests import qwen_tokenizer
+CORPUS = Path(__file__).parent / "data" / "corpus.md"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Words of the reranker template: training on them gives them whole tokens, as in Qwen's vocabulary.
+TEMPLATE_WORDS = ("yes no Judge whether the Document meets the requirements based on the Query and the Instruct "
+                  "provided. Note that the answer can only be \"yes\" or \"no\". system user assistant think "
+                  "Instruct: Query: Document:\n")
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
                  num_key_value_heads=8, head_dim=128, max_position_embeddings=40960)
-QWEN3_VOCAB = qwen_tokenizer.VOCAB_SIZE  # 151669 embedding rows, as in the releases
+QWEN3_VOCAB = 151669
+
+
+def train_tokenizer(vocab_size: int = 1500, eos_post_processor: bool = False):
+    """A byte-level BPE `PreTrainedTokenizerFast` shaped like Qwen's; optionally appends <|endoftext|>
+    to every sequence, as Qwen3-Embedding's tokenizer does (its last-token pooling reads that token)."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    lines = CORPUS.read_text(encoding="utf-8").splitlines() + [TEMPLATE_WORDS] * 50
+    tok.train_from_iterator(lines, trainer=trainer)
+    if eos_post_processor:
+        eos_id = tok.token_to_id("<|endoftext|>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A <|endoftext|>", pair="$A <|endoftext|> $B <|endoftext|>",
+            special_tokens=[("<|endoftext|>", eos_id)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+                                   model_max_length=32768)
+    for word in ("yes", "no"):
+        assert len(fast.encode(word, add_special_tokens=False)) == 1, f"{word!r} must be a single token"
+    return fast
 
 
 def torch_bf16():
@@ -42,8 +79,9 @@ def _qwen3(vocab_size: int, sizes: dict, seed: int, dtype="float32"):
 def build_reranker(path: Path, sizes: dict = TINY, seed: int = 0, bf16: bool = False) -> Path:
     """`bf16=True` stores the weights in bf16, as the released Qwen3 checkpoints are."""
     """A Qwen3ForCausalLM reranker folder (model + tokenizer), loadable by `AutoModelForCausalLM`."""
-    tokenizer = qwen_tokenizer.build()
-    model = _qwen3(QWEN3_VOCAB, sizes, seed)
+    tokenizer = train_tokenizer()
+    vocab = QWEN3_VOCAB if sizes is QWEN3_06B else len(tokenizer)
+    model = _qwen3(vocab, sizes, seed)
     if bf16:
         model.to(torch_bf16())
     model.save_pretrained(path)
@@ -57,9 +95,10 @@ def build_embedder(path: Path, sizes: dict = TINY, seed: int = 1, bf16: bool = F
     from transformers import Qwen3Model
 
     path = Path(path)
-    tokenizer = qwen_tokenizer.build(eos_post_processor=True)
+    tokenizer = train_tokenizer(eos_post_processor=True)
     tokenizer.padding_side = "left"
-    causal = _qwen3(QWEN3_VOCAB, sizes, seed)
+    vocab = QWEN3_VOCAB if sizes is QWEN3_06B else len(tokenizer)
+    causal = _qwen3(vocab, sizes, seed)
     base = Qwen3Model(causal.config)
     base.load_state_dict(causal.model.state_dict())
     if bf16:
