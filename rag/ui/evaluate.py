@@ -282,6 +282,14 @@ class EvaluateHandlers:
         path.write_text(judged.to_jsonl(), encoding="utf-8")
         return path
 
+    def _panel_options(self, top_k, top_n, use_reranker, query_instruction: str, rerank_instruction: str,
+                       retrieval_mode: str | None):
+        """The settings panel's values as the chat would use them (blank instructions: the settings' own)."""
+        return options_for(self.settings, top_k=max(1, int(top_k)), top_n=max(1, int(top_n)),
+                           use_reranker=bool(use_reranker) and self.rag.reranker is not None,
+                           query_instruction=query_instruction, rerank_instruction=rerank_instruction,
+                           retrieval_mode=retrieval_mode)
+
     def experiment(self, judged: SessionJudgments | None, top_k, top_n, use_reranker, query_a: str,
                    rerank_a: str, query_b: str, rerank_b: str, request: gr.Request = None,
                    progress=gr.Progress(), retrieval_mode: str | None = None) -> EvaluateView:
@@ -291,10 +299,8 @@ class EvaluateHandlers:
         if not judgments:
             gr.Warning(NO_RELEVANT)
             return EvaluateView()
-        # A: the settings panel as the chat would use it (blank instructions: the settings' own).
-        a = options_for(self.settings, top_k=max(1, int(top_k)), top_n=max(1, int(top_n)),
-                        use_reranker=bool(use_reranker) and self.rag.reranker is not None,
-                        query_instruction=query_a, rerank_instruction=rerank_a, retrieval_mode=retrieval_mode)
+        # A: the settings panel as the chat would use it.
+        a = self._panel_options(top_k, top_n, use_reranker, query_a, rerank_a, retrieval_mode)
         variants = {"A": a, "B": instruction_variant(a, query_b, rerank_b)}
         owner = owner_of(request, self.settings)
         try:
@@ -316,10 +322,8 @@ class EvaluateHandlers:
         if not judgments:
             gr.Warning(NO_RELEVANT)
             return EvaluateView()
-        options = options_for(self.settings, top_k=max(1, int(top_k)), top_n=max(1, int(top_n)),
-                              use_reranker=bool(use_reranker) and self.rag.reranker is not None,
-                              query_instruction=query_instruction, rerank_instruction=rerank_instruction,
-                              retrieval_mode=retrieval_mode)
+        options = self._panel_options(top_k, top_n, use_reranker, query_instruction, rerank_instruction,
+                                      retrieval_mode)
         try:
             comparison = compare_modes(self.rag, judgments, options, owner=owner_of(request, self.settings),
                                        progress=lambda fraction, desc: progress(fraction, desc=desc))
