@@ -66,6 +66,14 @@ def report_rows(messages) -> dict[str, list]:
     return {row[0]: row for row in report["data"]}
 
 
+def seconds_of(stage: str, wire: str) -> float:
+    """The last time the page's timings line shows for `stage` ("generate **4.12 s**" / "**950 ms**")."""
+    found = re.findall(re.escape(stage) + r" \*\*([0-9.]+) (ms|s)\*\*", wire)
+    assert found, f"no {stage!r} timing in the output"
+    value, unit = found[-1]
+    return float(value) / (1000 if unit == "ms" else 1)
+
+
 def visible_documents(app, deps, session: str) -> dict[str, str]:
     """The Knowledge tab's listing for `session`: document -> "everyone" / "this session"."""
     output = completed_output(queue_messages(app.url, deps["refresh"]["id"], [], session))
@@ -253,9 +261,6 @@ def test_a_session_closed_mid_upload_leaves_nothing_and_raw_files_go(app, deps):
           f"{cancelled_after:.1f} s later; raw files deleted after ingestion")
 
 
-@pytest.mark.skip(reason="flaky (failed 2 of 3 full CI runs, 2026-11-26): the answer after a timed-out condense "
-                  "sometimes returns within 0.5 s without the timeout message; issue #17 stays open until the cause "
-                  "is found. The bound itself is covered by tests/answer/test_answerer_llm.py over real HTTP.")
 def test_a_follow_up_with_a_hung_llm_takes_at_most_two_timeouts(app, deps, fresh_llm):
     fresh_llm.configure(fail="slow", delay=60.0)
     history = [{"role": role, "content": [{"type": "text", "text": text}]}  # the Chatbot's wire format
@@ -270,12 +275,18 @@ def test_a_follow_up_with_a_hung_llm_takes_at_most_two_timeouts(app, deps, fresh
     messages = queue_messages(app.url, dep["id"], data, uuid.uuid4().hex[:11])
     elapsed = time.monotonic() - started
     completed_output(messages)  # the turn ended normally, with the message in the chat (streamed as diffs)
-    assert "did not respond within" in json.dumps([m for _, m in messages])
-    assert elapsed < 2 * LLM_TIMEOUT + 3, elapsed  # condense + answer: 3 x before (12 s + backoff)
+    wire = json.dumps([m for _, m in messages])
+    assert "did not respond within" in wire, (elapsed, messages[-4:])
+    # The bound is on the LLM's share of the turn, as the app's own timings line reports it: condense + generate
+    # (3 x llm_timeout before the fix, 12 s + backoff). The wall clock adds retrieval, which on a CPU shared with
+    # other work can take seconds by itself, so it only gets a loose bound.
+    llm_seconds = sum(seconds_of(stage, wire) for stage in ("condense question", "generate"))
+    assert llm_seconds < 2 * LLM_TIMEOUT + 1, (llm_seconds, wire[-600:])  # + the client's one retry backoff (<0.5 s)
+    assert elapsed < 2 * LLM_TIMEOUT + 10, elapsed
     fresh_llm.configure(fail=None)
     assert app.client().predict("otters", api_name="/ask")["answer"] == REPLY
-    print(f"timeouts: follow-up with a hung LLM answered with a message after {elapsed:.1f} s "
-          f"(llm_timeout {LLM_TIMEOUT:g} s)")
+    print(f"timeouts: follow-up with a hung LLM answered with a message after {elapsed:.1f} s, "
+          f"{llm_seconds:.1f} s of it waiting on the LLM (llm_timeout {LLM_TIMEOUT:g} s)")
 
 
 def test_orphans_go_at_start_up_and_no_temp_folder_stays(app, deps):
