@@ -275,7 +275,8 @@ class KnowledgeHandlers:
         the ingestion stops at its next step and everything it wrote for the session is removed."""
         with self.sessions.uploading(owner) as cancel:
             try:
-                self.keeper.hold(owner)  # before the first write: replicas sweeping orphans see the lease
+                if not cancel.is_set():  # (an ended session's upload stops before it writes)
+                    self.keeper.hold(owner)  # before the first write: replicas sweeping orphans see the lease
                 budget = upload_budget(self.rag, owner, self.settings)
                 report = self.rag.ingest_paths(paths, owner=owner, names=[Path(p).name for p in paths],
                                                max_chunks=budget, cancel=cancel,
@@ -370,7 +371,9 @@ class KnowledgeHandlers:
             owner = owner_of(request, self.settings)
             if owner != SHARED_OWNER and self.sessions.end(owner):
                 log.info("session ended during its upload: cancelling it")
-            end_session(self.rag, owner)
-            self.keeper.release(owner)
+            try:
+                end_session(self.rag, owner)
+            finally:  # even when the store is down: the lease then expires, and a later sweep removes them
+                self.keeper.release(owner)
         except Exception:  # noqa: BLE001 - clean-up must never raise into Gradio's disconnect handling
             log.exception("cleaning up a closed session failed")

@@ -66,3 +66,18 @@ def test_with_milvus_lite_every_private_upload_goes_at_start_up(tiny_settings, t
         assert keeper.sweep() > 0 and owners(rag) == {""}
     finally:
         rag.close()
+
+
+def test_an_upload_through_the_page_takes_the_lease_and_the_session_end_lets_it_go(server_rag, tmp_path):
+    from rag.ui.handlers import KnowledgeHandlers
+    from tests.ui.test_handlers import request, upload_file
+
+    rag = server_rag
+    keeper = SessionKeeper.for_store(rag, rag.settings)
+    kb = KnowledgeHandlers(rag, rag.settings, keeper=keeper)
+    kb.upload([upload_file(tmp_path, "mine.md", "# Mine\n\nPrivate notes about otters.")], request("alice"))
+    assert keeper.leases.live(ttl=30) == {"alice"} and "alice" in owners(rag)
+    SessionKeeper.for_store(rag, rag.settings).sweep()  # another replica's sweep: alice is live
+    assert "alice" in owners(rag)
+    kb.end_session(request("alice"))  # the tab closed
+    assert keeper.leases.live(ttl=10_000) == set() and owners(rag) == set()
