@@ -90,12 +90,15 @@ def load_knowledge_base(rag: RAG) -> str:
 def create_app(settings: Settings, default_kb: bool = True, judgments_file: str | None = None):
     """Load the models and the collection once, then build the page over them."""
     from rag.ui import build_app
-    from rag.ui.sessions import remove_orphans
+    from rag.ui.sessions import SessionKeeper
 
     rag = RAG(settings)
-    remove_orphans(rag)  # private uploads of sessions that ended with an earlier process
+    keeper = SessionKeeper.for_store(rag, settings)
+    keeper.sweep()  # private uploads of sessions that ended with an earlier process (on a server: lease expired)
     knowledge_base = load_knowledge_base(rag) if default_kb else ""
-    return build_app(rag, settings, knowledge_base=knowledge_base, judgments_file=judgments_file), rag
+    demo = build_app(rag, settings, knowledge_base=knowledge_base, judgments_file=judgments_file, keeper=keeper)
+    keeper.start()  # on a server: renew this process's leases and remove expired sessions' uploads
+    return demo, rag
 
 
 def check_mcp() -> None:

@@ -26,6 +26,11 @@ class StoreError(RAGError, RuntimeError):
     """The vector store can't be used as configured; the message says what to change."""
 
 
+class StoreUnavailableError(StoreError):
+    """The Milvus server can't be reached right now (stopped, restarting, network): the app keeps running and
+    reconnects by itself once the server is back, so the message says to check the server and try again."""
+
+
 class InputError(RAGError, ValueError):
     """A request can't be served as asked (an empty question, an unknown passage, a bad session)."""
 

@@ -71,6 +71,10 @@ class Settings:
     queue_max_size: int = 64  # requests waiting beyond these are refused with "queue full"
     max_upload_chunks: int = 1000  # chunks one upload from the app may add: one user can't hold the models for long
     max_private_chunks: int = 50_000  # all sessions' private uploads together: many sessions can't fill the disk
+    # On a Milvus server (several app replicas may share it): a session's private uploads outlive the app
+    # process serving it by at most this many seconds (it renews a lease every third of it; a process that
+    # stopped without ending its sessions leaves them until the lease expires, then any replica removes them).
+    session_ttl: float = 600.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -99,6 +103,9 @@ class Settings:
                                 f"({self.chunk_tokens - 1}).")
         if not 0.0 <= self.temperature <= 2.0:
             raise SettingsError(f"{describe('temperature', self.temperature)}: use a number from 0 to 2.")
+        if not self.session_ttl >= 3:
+            raise SettingsError(f"{describe('session_ttl', self.session_ttl)}: use a number of seconds of at least "
+                                "3 (600 is usual).")
         if not self.llm_timeout > 0:
             raise SettingsError(f"{describe('llm_timeout', self.llm_timeout)}: use a number of seconds above 0.")
         if self.dtype not in DTYPES:

@@ -84,6 +84,17 @@ def corpus_path() -> Path:
     return CORPUS
 
 
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """One `milvus-lite server` (tests/milvus_server.py) for the whole run: `.uri`, `.kill()`, `.start()`. Tests
+    use collections of their own; one that kills it starts it again before it ends."""
+    from tests.milvus_server import MilvusServer
+
+    server = MilvusServer(tmp_path_factory.mktemp("milvus-server") / "data").start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def openai_server():
     """A real OpenAI-compatible server on 127.0.0.1 (tests/openai_server.py): `.base_url` (ends in /v1),

@@ -1,12 +1,13 @@
 """Connecting to Milvus: a local Milvus Lite file (checked and locked before anything slow starts) or a
-server / Zilliz Cloud URI (retried while it starts)."""
+server / Zilliz Cloud URI (retried while it starts, and ridden through restarts: `ServerClient`)."""
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
-from rag.errors import StoreError
+from rag.errors import StoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +50,24 @@ def prepare_lite_database(uri: str) -> str:
 
 
 def make_client(uri: str, token: str | None = None, timeout: float | None = 30.0):
-    """A `MilvusClient`. A server URI is tried `CONNECT_ATTEMPTS` times; a local Milvus Lite path once (its
-    LOCK is an flock, released by the kernel even when the holder was SIGKILLed, so a held lock means a
-    live process still has the database open)."""
-    import time
-
+    """A `MilvusClient` (for a server URI, wrapped in `ServerClient`). A server URI is tried `CONNECT_ATTEMPTS`
+    times; a local Milvus Lite path once (its LOCK is an flock, released by the kernel even when the holder was
+    SIGKILLed, so a held lock means a live process still has the database open)."""
     from pymilvus import MilvusClient
 
     remote = is_remote(uri)
+    quiet_lite_noise()  # a `milvus-lite server` lacks the same call
     if not remote:
         uri = prepare_lite_database(uri)
-        quiet_lite_noise()
         if _held_by_another_process(uri):
             raise StoreError(f"Milvus Lite at {uri!r} is in use by another process (it allows one at a time): "
                              "stop the other app or CLI using it, or use another --db path.")
     attempts = CONNECT_ATTEMPTS if remote else 1
     for attempt in range(1, attempts + 1):
         try:
-            return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+            options = {"grpc_options": GRPC_OPTIONS} if remote else {}
+            client = MilvusClient(uri=uri, token=token or "", timeout=timeout, **options)
+            return ServerClient(client, uri) if remote else client
         except Exception as exc:  # the client raises several types for "can't reach / can't open"
             error = exc
             if attempt < attempts:
@@ -78,6 +79,110 @@ def make_client(uri: str, token: str | None = None, timeout: float | None = 30.0
                          "(--db / RAG_MILVUS_URI), the token (RAG_MILVUS_TOKEN) and that the server is "
                          "running.") from error
     raise StoreError(f"Could not open Milvus Lite at {uri!r}: {error}") from error
+
+
+# --- a server that restarts under a running app ----------------------------------------------------------
+NOT_LOADED = 101  # Milvus' CollectionNotLoaded: a restarted server brings collections back released
+UNREACHABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")  # gRPC status names of "no server answered"
+CONNECT_FAILED = 2  # pymilvus' Status.CONNECT_FAILED: its reconnect attempt found nobody listening
+RECONNECT_WAIT = 3.0  # seconds a call keeps trying while the server is unreachable (restarting), then fails
+RECONNECT_DELAY = 0.5
+# gRPC backs off reconnecting up to 120 s by default, and channels to one address share that state: after a
+# restart the app would keep failing for that long. Each channel of ours reconnects on its own, within 1 s.
+GRPC_OPTIONS = {"grpc.use_local_subchannel_pool": 1, "grpc.initial_reconnect_backoff_ms": 250,
+                "grpc.min_reconnect_backoff_ms": 250, "grpc.max_reconnect_backoff_ms": 1000}
+
+
+class ServerClient:
+    """A `MilvusClient` for a server URI that rides out the server stopping and restarting under a running
+    app. Every call goes through `_call`: while the server is down, a call is retried for `RECONNECT_WAIT`
+    seconds (pymilvus reconnects by itself, but a fresh gRPC channel needs a moment after the server is back)
+    and then raises `StoreUnavailableError`, which says to check the server and try again; a call on a
+    collection that the restarted server brought back released loads it and runs once more. Everything else
+    is the `MilvusClient`'s own (attributes, errors)."""
+
+    def __init__(self, client, uri: str):
+        self._client, self.uri = client, uri
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            result = self._call(attribute, args, kwargs)
+            return _Iterator(result, self) if name == "query_iterator" else result
+
+        call.__name__ = name
+        return call
+
+    def _call(self, method, args: tuple, kwargs: dict):
+        collection = kwargs.get("collection_name", args[0] if args and isinstance(args[0], str) else None)
+        deadline = time.monotonic() + RECONNECT_WAIT
+        while True:
+            try:
+                return self._loaded(method, args, kwargs, collection)
+            except Exception as exc:  # noqa: BLE001 - only "no server answered" is ours; the rest goes on
+                if not _unreachable(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise self.unavailable(exc) from exc
+            time.sleep(RECONNECT_DELAY)
+
+    def _loaded(self, method, args: tuple, kwargs: dict, collection: str | None):
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only "not loaded" is handled here
+            if collection is None or not _not_loaded(exc):
+                raise
+        log.warning("collection %s at %s is released (the Milvus server restarted?): loading it", collection,
+                    self.uri)
+        self._client.load_collection(collection)
+        return method(*args, **kwargs)
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        log.warning("Milvus server at %s unreachable: %s", self.uri, exc)
+        return StoreUnavailableError(
+            f"The Milvus server at {self.uri} isn't reachable right now ({_reason(exc)}). Check that it is "
+            "running and reachable from this machine (RAG_MILVUS_URI / --db); the app reconnects by itself once "
+            "it is back, so try again then (no restart needed).")
+
+
+class _Iterator:
+    """A query iterator whose pages are fetched under the same "server unreachable" rule."""
+
+    def __init__(self, iterator, client: ServerClient):
+        self._iterator, self._client = iterator, client
+
+    def next(self):
+        try:
+            return self._iterator.next()
+        except Exception as exc:  # noqa: BLE001 - only "no server answered" is ours
+            if not _unreachable(exc):
+                raise
+            raise self._client.unavailable(exc) from exc
+
+    def close(self) -> None:
+        self._iterator.close()
+
+
+def _status(exc: BaseException):
+    code = getattr(exc, "code", None)
+    return code() if callable(code) else code  # grpc.RpcError.code() is a method, MilvusException.code a value
+
+
+def _unreachable(exc: BaseException) -> bool:
+    status = _status(exc)
+    return status == CONNECT_FAILED or getattr(status, "name", None) in UNREACHABLE
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    return _status(exc) == NOT_LOADED or "not loaded" in str(exc).lower()
+
+
+def _reason(exc: BaseException) -> str:
+    name = getattr(_status(exc), "name", "")
+    return "it did not answer in time" if name == "DEADLINE_EXCEEDED" else "the connection failed"
 
 
 class _LiteIteratorNoise(logging.Filter):

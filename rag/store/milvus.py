@@ -41,8 +41,21 @@ def same_model(a: str, b: str) -> bool:
     return Path(a.rstrip("/")).name.lower() == Path(b.rstrip("/")).name.lower()
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
+    """A string literal for a Milvus filter expression."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def query_rows(client, collection: str, flt: str, fields: list[str]) -> list[dict]:
+    """All rows matching `flt`, paged with an iterator so large collections don't hit the query limit."""
+    iterator = client.query_iterator(collection, filter=flt, output_fields=fields, batch_size=4096)
+    rows: list[dict] = []
+    try:
+        while batch := iterator.next():
+            rows.extend(batch)
+    finally:
+        iterator.close()
+    return rows
 
 
 class Store:
@@ -173,14 +186,18 @@ class Store:
         """Remove everything one session uploaded (never the shared knowledge base)."""
         if owner == SHARED_OWNER:
             raise ValueError("refusing to delete the shared knowledge base by owner")
-        rows = self._query(f"owner == {_quote(owner)}", ["id"])
+        rows = self._query(f"owner == {quote(owner)}", ["id"])
         removed = self.delete_ids(r["id"] for r in rows)
         self.wait_until_indexed()
         return removed
 
+    def private_owners(self) -> set[str]:
+        """The sessions that have uploads stored (every owner but the shared knowledge base)."""
+        return {r["owner"] for r in self._query(f"owner != {quote(SHARED_OWNER)}", ["owner"])}
+
     def delete_private(self) -> int:
         """Remove every session's uploads (all owners but the shared knowledge base)."""
-        rows = self._query(f"owner != {_quote(SHARED_OWNER)}", ["id"])
+        rows = self._query(f"owner != {quote(SHARED_OWNER)}", ["id"])
         removed = self.delete_ids(r["id"] for r in rows)
         if removed:
             self.wait_until_indexed()
@@ -239,10 +256,10 @@ class Store:
         return [Hit(self._chunk(h["id"], h["entity"]), abs(float(h["distance"]))) for h in result[0]]
 
     def chunk_ids(self, doc_id: str) -> list[int]:
-        return [r["id"] for r in self._query(f"doc_id == {_quote(doc_id)}", ["id"])]
+        return [r["id"] for r in self._query(f"doc_id == {quote(doc_id)}", ["id"])]
 
     def chunks(self, doc_id: str) -> list[Chunk]:
-        rows = self._query(f"doc_id == {_quote(doc_id)}", FIELDS)
+        rows = self._query(f"doc_id == {quote(doc_id)}", FIELDS)
         return sorted((self._chunk(r["id"], r) for r in rows), key=lambda c: c.chunk_index)
 
     def documents(self, owner: str | None = None) -> list[DocumentInfo]:
@@ -255,7 +272,7 @@ class Store:
 
     def count(self, private: bool = False) -> int:
         """Chunks stored; with `private`, only sessions' uploads (every owner but the shared base)."""
-        flt = f"owner != {_quote(SHARED_OWNER)}" if private else ""
+        flt = f"owner != {quote(SHARED_OWNER)}" if private else ""
         rows = self.client.query(self.collection, filter=flt, output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
@@ -290,7 +307,7 @@ class Store:
     def chunk_positions(self, doc_id: str) -> dict[int, int]:
         """Chunk id -> chunk_index for one document."""
         return {int(r["id"]): int(r["chunk_index"])
-                for r in self._query(f"doc_id == {_quote(doc_id)}", ["id", "chunk_index"])}
+                for r in self._query(f"doc_id == {quote(doc_id)}", ["id", "chunk_index"])}
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by chunk id (reused when a re-uploaded file keeps some chunks unchanged)."""
@@ -306,7 +323,7 @@ class Store:
         found: dict[str, dict[str, str]] = defaultdict(dict)
         hashes = list(dict.fromkeys(hashes))
         for start in range(0, len(hashes), 500):
-            part = ", ".join(_quote(h) for h in hashes[start:start + 500])
+            part = ", ".join(quote(h) for h in hashes[start:start + 500])
             for row in self._query(f"content_hash in [{part}] and ({self._visible(owner)})",
                                    ["content_hash", "doc_id", "source"]):
                 found[row["content_hash"]][row["doc_id"]] = row["source"]
@@ -318,7 +335,7 @@ class Store:
 
     def has_documents(self, owner: str = SHARED_OWNER) -> bool:
         """Whether anything is stored for `owner` (the shared knowledge base by default)."""
-        rows = self.client.query(self.collection, filter=f"owner == {_quote(owner)}", output_fields=["id"],
+        rows = self.client.query(self.collection, filter=f"owner == {quote(owner)}", output_fields=["id"],
                                  limit=1)
         return bool(rows)
 
@@ -326,20 +343,11 @@ class Store:
     @staticmethod
     def _visible(owner: str | None) -> str:
         if owner is None or owner == SHARED_OWNER:
-            return f"owner == {_quote(SHARED_OWNER)}"
-        return f"owner in [{_quote(SHARED_OWNER)}, {_quote(owner)}]"
+            return f"owner == {quote(SHARED_OWNER)}"
+        return f"owner in [{quote(SHARED_OWNER)}, {quote(owner)}]"
 
     def _query(self, flt: str, fields: list[str]) -> list[dict]:
-        """Query all matching rows, paging with an iterator so large collections don't hit the limit."""
-        iterator = self.client.query_iterator(self.collection, filter=flt, output_fields=fields,
-                                              batch_size=4096)
-        rows: list[dict] = []
-        try:
-            while batch := iterator.next():
-                rows.extend(batch)
-        finally:
-            iterator.close()
-        return rows
+        return query_rows(self.client, self.collection, flt, fields)
 
     @staticmethod
     def _chunk(chunk_id: int, row: dict) -> Chunk:

@@ -30,6 +30,7 @@ from rag.ui.plots import ranking_figure
 from rag.ui.safety import safe_markdown
 from rag.ui.sessions import (
     NO_SESSION,
+    SessionKeeper,
     UploadSessions,
     deletable_documents,
     end_session,
@@ -241,9 +242,10 @@ class KnowledgeHandlers:
     """Upload, list and delete documents; session clean-up. Upload / refresh / delete return `KnowledgeView`s
     (refresh and delete change the `LISTING` components only)."""
 
-    def __init__(self, rag: RAG, settings: Settings, kb_name: str = ""):
+    def __init__(self, rag: RAG, settings: Settings, kb_name: str = "", keeper: SessionKeeper | None = None):
         self.rag, self.settings, self.kb_name = rag, settings, kb_name
         self.sessions = UploadSessions()
+        self.keeper = keeper or SessionKeeper(rag, None, settings.session_ttl)
 
     def upload(self, files: list[Any] | None, request: gr.Request, progress=gr.Progress()) -> KnowledgeView:
         paths = [getattr(f, "name", f) for f in files or []]
@@ -273,6 +275,8 @@ class KnowledgeHandlers:
         the ingestion stops at its next step and everything it wrote for the session is removed."""
         with self.sessions.uploading(owner) as cancel:
             try:
+                if not cancel.is_set():  # (an ended session's upload stops before it writes)
+                    self.keeper.hold(owner)  # before the first write: replicas sweeping orphans see the lease
                 budget = upload_budget(self.rag, owner, self.settings)
                 report = self.rag.ingest_paths(paths, owner=owner, names=[Path(p).name for p in paths],
                                                max_chunks=budget, cancel=cancel,
@@ -367,6 +371,9 @@ class KnowledgeHandlers:
             owner = owner_of(request, self.settings)
             if owner != SHARED_OWNER and self.sessions.end(owner):
                 log.info("session ended during its upload: cancelling it")
-            end_session(self.rag, owner)
+            try:
+                end_session(self.rag, owner)
+            finally:  # even when the store is down: the lease then expires, and a later sweep removes them
+                self.keeper.release(owner)
         except Exception:  # noqa: BLE001 - clean-up must never raise into Gradio's disconnect handling
             log.exception("cleaning up a closed session failed")

@@ -33,6 +33,7 @@ from rag.ui.handlers import (
     KnowledgeView,
 )
 from rag.ui.serving import chat_limits, ingest_limits
+from rag.ui.sessions import SessionKeeper
 from rag.ui.view import bind
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,14 @@ def upload_types() -> list[str]:
 
 def build_app(rag: RAG, settings: Settings | None = None, answerer: Answerer | None = None, *,
               knowledge_base: str = "", examples: list[str] | None = None,
-              judgments_file: str | None = None) -> gr.Blocks:
+              judgments_file: str | None = None, keeper: SessionKeeper | None = None) -> gr.Blocks:
     """The Gradio app over one loaded `RAG` (models and collection stay loaded across sessions).
-    `judgments_file`: a JSONL file the passage grades also go to (the format `python -m rag eval` reads)."""
+    `judgments_file`: a JSONL file the passage grades also go to (the format `python -m rag eval` reads);
+    `keeper`: the leases of this process's sessions on a Milvus server (rag/ui/sessions.py)."""
     settings = settings or rag.settings
     answerer = answerer or Answerer(settings)
     chat = ChatHandlers(rag, settings, answerer)
-    knowledge = KnowledgeHandlers(rag, settings, knowledge_base)
+    knowledge = KnowledgeHandlers(rag, settings, knowledge_base, keeper)
     evaluation = EvaluateHandlers(rag, settings, answerer, judgments_file)
     plots.warm_up()
     with gr.Blocks(title="RAG chat · Qwen3 + Milvus", delete_cache=UPLOAD_CACHE) as demo:

@@ -1,6 +1,8 @@
 """Who owns an upload: the browser session (private, removed when the tab closes) or everyone; and how a
 session's uploads go: when it ends (an upload still running for it is cancelled and what it wrote removed),
-or at the next start-up for sessions that ended without saying so (tab killed, process stopped)."""
+or, for sessions that ended without saying so (tab killed, process stopped), as orphans: at the next start-up
+with Milvus Lite (one process holds it), or once their lease expires on a Milvus server, which several app
+processes (replicas) may share (`SessionKeeper`, rag/store/leases.py)."""
 from __future__ import annotations
 
 import logging
@@ -10,9 +12,10 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Iterator
 
-from rag.errors import InputError
+from rag.errors import InputError, user_message
 from rag.pipeline import RAG
 from rag.settings import Settings
+from rag.store.leases import SessionLeases
 from rag.types import SHARED_OWNER, DocumentInfo
 
 log = logging.getLogger(__name__)
@@ -88,13 +91,91 @@ def upload_budget(rag: RAG, owner: str, settings: Settings) -> int:
     return min(settings.max_upload_chunks, left)
 
 
-def remove_orphans(rag: RAG) -> int:
-    """At start-up: every private upload belongs to a session of an earlier process (sessions don't survive
-    a restart), so all of them go. Only the shared knowledge base stays."""
-    removed = rag.store.delete_private()
+def remove_orphans(rag: RAG, leases: SessionLeases | None = None, ttl: float = 0.0) -> int:
+    """Remove the private uploads no live session holds; the shared knowledge base stays.
+
+    Without `leases` (Milvus Lite, which one process holds), at start-up: every private upload belongs to a
+    session of an earlier process (sessions don't survive a restart), so all of them go. With `leases` (a
+    Milvus server, maybe shared by replicas): only the uploads of sessions whose lease is older than `ttl`
+    seconds — another replica's live sessions keep theirs."""
+    if leases is None:
+        removed = rag.store.delete_private()
+        if removed:
+            log.info("start-up: removed %d orphaned chunks of sessions that ended with the last process", removed)
+        return removed
+    owners = rag.store.private_owners()  # first: a session's lease is written before its first chunk
+    orphans = owners - leases.live(ttl)
+    removed = sum(rag.store.delete_owner(owner) for owner in orphans)
+    leases.expire(ttl)
     if removed:
-        log.info("start-up: removed %d orphaned chunks of sessions that ended with the last process", removed)
+        log.info("removed %d orphaned chunks of %d session(s) whose lease expired (no app process renewed it "
+                 "for %.0f s)", removed, len(orphans), ttl)
     return removed
+
+
+class SessionKeeper:
+    """On a Milvus server: the leases of this process's sessions with private uploads. A session's lease is
+    taken before its first upload writes (`hold`) and dropped when it ends (`release`); a background thread
+    renews them every `ttl / 3` seconds and then removes orphans (`remove_orphans`), so the uploads of a
+    replica that died go `ttl` seconds after its last renewal, and no replica removes another's live
+    sessions'. Without leases (Milvus Lite) it only clears every private upload at start-up."""
+
+    def __init__(self, rag: RAG, leases: SessionLeases | None, ttl: float):
+        self.rag, self.leases, self.ttl = rag, leases, ttl
+        self._owners: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_store(cls, rag: RAG, settings: Settings) -> "SessionKeeper":
+        """Leases on a Milvus server (next to the chunks' collection), none with Milvus Lite."""
+        from rag.store import is_remote
+
+        leases = SessionLeases(rag.store.client, settings.collection) if is_remote(settings.milvus_uri) else None
+        return cls(rag, leases, settings.session_ttl)
+
+    def hold(self, owner: str) -> None:
+        """`owner` is about to write private uploads: its lease first, so no sweep anywhere takes them for
+        orphans."""
+        if self.leases is None or owner == SHARED_OWNER:
+            return
+        with self._lock:
+            self._owners.add(owner)
+        self.leases.renew([owner])
+
+    def release(self, owner: str) -> None:
+        """`owner`'s session ended (its uploads are removed by `end_session`)."""
+        if self.leases is None or owner == SHARED_OWNER:
+            return
+        with self._lock:
+            self._owners.discard(owner)
+        self.leases.release([owner])
+
+    def sweep(self) -> int:
+        """Renew this process's leases, then remove orphans: at start-up, then every `ttl / 3` seconds."""
+        if self.leases is not None:
+            with self._lock:
+                owners = list(self._owners)
+            self.leases.renew(owners)
+        return remove_orphans(self.rag, self.leases, self.ttl)
+
+    def start(self) -> "SessionKeeper":
+        if self.leases is not None and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="session-leases", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.sweep()
+            except Exception as exc:  # noqa: BLE001 - the server may be down for a while: next round
+                log.warning("renewing session leases failed (%s); trying again in %.0f s", user_message(exc),
+                            self.ttl / 3)
 
 
 class UploadSessions:

@@ -134,6 +134,29 @@ def completed_output(messages: list[tuple[float, dict]]) -> dict:
     return done[-1]["output"]
 
 
+def dependencies(app) -> dict:
+    """The app's backend dependencies by api_name, from /config."""
+    config = httpx.get(app.url + "config", timeout=10).json()
+    return {d["api_name"]: d for d in config["dependencies"] if d.get("backend_fn")}
+
+
+def page_upload(app, deps, name: str, data: bytes, session: str) -> list[tuple[float, dict]]:
+    """The Knowledge tab's upload, as the page sends it: the file to /gradio_api/upload, then the queue."""
+    path = upload_raw(app.url, name, data)
+    return queue_messages(app.url, deps["upload_1"]["id"], [[file_data(path, name)]], session)
+
+
+def report_rows(messages) -> dict[str, list]:
+    report = completed_output(messages)["data"][0]
+    return {row[0]: row for row in report["data"]}
+
+
+def visible_documents(app, deps, session: str) -> dict[str, str]:
+    """The Knowledge tab's listing for `session`: document -> "everyone" / "this session"."""
+    output = completed_output(queue_messages(app.url, deps["refresh"]["id"], [], session))
+    return {row[0]: row[2] for row in output["data"][0]["data"]}
+
+
 class Heartbeat:
     """A browser session's heartbeat (GET /gradio_api/heartbeat/<hash>) on a socket of its own: while open the
     session lives; closing it is what a closed tab does, and Gradio then runs the app's unload handlers."""

@@ -21,10 +21,14 @@ from tests.reliability.conftest import REPLY
 from tests.reliability.helpers import (
     Heartbeat,
     completed_output,
+    dependencies,
     file_data,
     offline_chunk_counts,
+    page_upload,
     queue_messages,
+    report_rows,
     upload_raw,
+    visible_documents,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -50,20 +54,7 @@ def app(make_app, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def deps(app) -> dict:
-    """The app's backend dependencies by api_name, from /config."""
-    config = httpx.get(app.url + "config", timeout=10).json()
-    return {d["api_name"]: d for d in config["dependencies"] if d.get("backend_fn")}
-
-
-def page_upload(app, deps, name: str, data: bytes, session: str) -> list[tuple[float, dict]]:
-    """The Knowledge tab's upload, as the page sends it: the file to /gradio_api/upload, then the queue."""
-    path = upload_raw(app.url, name, data)
-    return queue_messages(app.url, deps["upload_1"]["id"], [[file_data(path, name)]], session)
-
-
-def report_rows(messages) -> dict[str, list]:
-    report = completed_output(messages)["data"][0]
-    return {row[0]: row for row in report["data"]}
+    return dependencies(app)
 
 
 def seconds_of(stage: str, wire: str) -> float:
@@ -72,12 +63,6 @@ def seconds_of(stage: str, wire: str) -> float:
     assert found, f"no {stage!r} timing in the output"
     value, unit = found[-1]
     return float(value) / (1000 if unit == "ms" else 1)
-
-
-def visible_documents(app, deps, session: str) -> dict[str, str]:
-    """The Knowledge tab's listing for `session`: document -> "everyone" / "this session"."""
-    output = completed_output(queue_messages(app.url, deps["refresh"]["id"], [], session))
-    return {row[0]: row[2] for row in output["data"][0]["data"]}
 
 
 # --- 1. nobody writes the shared knowledge base ---------------------------------------------------------

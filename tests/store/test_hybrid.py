@@ -1,11 +1,6 @@
 """The hybrid first stage: Milvus' BM25 next to dense search, fused by RRF or weights, every candidate with every
 score; migration of collections made before BM25; the same on Milvus Lite and on a Milvus server."""
 import logging
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,36 +251,11 @@ def test_changing_the_analyzer_migrates_and_an_interrupted_swap_is_finished(tmp_
     store.close()
 
 
-# --- a Milvus server ----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def milvus_server(tmp_path):
-    """`milvus-lite server`: a real gRPC Milvus endpoint, reached as a server URI."""
-    port = _free_port()
-    binary = Path(sys.executable).parent / "milvus-lite"
-    process = subprocess.Popen([str(binary), "server", "--data-dir", str(tmp_path / "server"), "--host",
-                                "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=30)
-
-
+# --- a Milvus server (the session's `milvus-lite server`, tests/conftest.py) ---------------------------------
 def test_bm25_and_migration_work_the_same_on_a_milvus_server(milvus_server, tmp_path):
+    uri = milvus_server.uri
     lite, chunks, _ = _store(str(tmp_path / "m.db"))
-    server, _, _ = _store(milvus_server)
+    server, _, _ = _store(uri)
     for query in ("honey", "glacier valleys", "qzx"):
         expected = [(h.chunk.id, round(h.score, 4)) for h in lite.bm25_search(query, 10)]
         assert [(h.chunk.id, round(h.score, 4)) for h in server.bm25_search(query, 10)] == expected
@@ -293,7 +263,7 @@ def test_bm25_and_migration_work_the_same_on_a_milvus_server(milvus_server, tmp_
     lite.close()
     server.client.drop_collection("c")
     server.close()
-    _old_collection(milvus_server, chunks, _unit(len(chunks)))
-    migrated = Store(milvus_server, "c", DIM)
+    _old_collection(uri, chunks, _unit(len(chunks)))
+    migrated = Store(uri, "c", DIM)
     assert migrated.count() == len(chunks) and migrated.bm25_search("glacier", 10)[0].chunk.id == chunks[2].id
     migrated.close()
