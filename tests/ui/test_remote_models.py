@@ -110,3 +110,28 @@ def test_the_api_reports_the_reranker_warning(chat, remote_rag, tiny_reranker, t
     assert "Reranking failed" in result["warning"] and "failed with 500" in result["warning"]
     assert result["retrieval"]["reranked"] is False and result["answer"]
     assert result["retrieval"]["ran_on"]["embed_query"].startswith(remote_rag.settings.embedding_url)
+
+
+def test_with_models_on_servers_many_questions_are_in_flight_at_once(remote_rag, model_server):
+    """No model lock in this process on the server path: 8 questions whose every model request takes 0.5 s
+    finish in about two requests' time (embed + rerank), not sixteen."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rag.ui import build_app
+    from rag.ui.serving import chat_concurrency, ingest_concurrency
+
+    settings = remote_rag.settings
+    assert (chat_concurrency(settings), ingest_concurrency(settings)) == (32, 4)
+    local = settings.replace(embedding_url=None, reranker_url=None)
+    assert (chat_concurrency(local), ingest_concurrency(local)) == (8, 1)
+    fns = {fn.api_name: fn for fn in build_app(remote_rag).fns.values()}
+    assert fns["chat_submit"].concurrency_limit == 32 and fns["upload"].concurrency_limit == 4
+
+    model_server.configure(latency=0.5)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: remote_rag.retrieve(f"question number {i} about databases"), range(8)))
+    elapsed = time.perf_counter() - started
+    assert all(r.reranked and len(r.candidates) == 7 for r in results)
+    assert elapsed < 4.0, f"8 concurrent questions took {elapsed:.1f} s: something serialises them"
