@@ -17,7 +17,7 @@ import pandas as pd
 
 import rag.ui.formatting as fmt
 from rag.answer import Answerer
-from rag.chat import ANSWER, DENSE, QueryOptions, TurnStep, run_turn
+from rag.chat import ANSWER, DENSE, RERANKED, QueryOptions, TurnStep, run_turn
 from rag.errors import InputError, RAGError, user_message
 from rag.eval.session import TurnRecord
 from rag.ingest import IngestCancelled
@@ -180,13 +180,18 @@ class ChatHandlers:
         yield ChatView(chatbot=chat, question="", last={"question": question, "context": len(context)}, turn=None)
         try:
             for step in run_turn(self.rag, self.answerer, question, context, options, owner):
+                if step.stage == RERANKED and step.warning:
+                    gr.Warning(step.warning)  # the reranker's server failed: first-stage order, still answered
                 record = TurnRecord.settled(step, question, context, options)
                 yield from self._step_views(self._view(step, options, turn, chat), step.stage,
                                             KEEP if record is None else record)
                 if step.stage == DENSE and not step.retrieval.candidates:
                     return
         except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
-            log.exception("answering %r failed", question)
+            if isinstance(exc, RAGError):  # ours say what happened and what to do: no traceback needed
+                log.warning("answering %r failed: %s", question, exc)
+            else:
+                log.exception("answering %r failed", question)
             message = user_message(exc)
             gr.Warning(message)
             yield ChatView(chatbot=_with_reply(chat, "⚠ " + safe_markdown(message)))
@@ -207,10 +212,13 @@ class ChatHandlers:
         retrieval = step.retrieval
         pending = step.stage == DENSE and options.use_reranker
         running = "rerank" if pending else ("generate" if step.stage != DENSE else None)
+        ran_on = dict(retrieval.ran_on)
+        if pending and self.rag.reranker is not None:
+            ran_on["rerank"] = self.rag.reranker.backend
         return ChatView(chatbot=_with_reply(chat, self._progress_text(step, pending)),
                         table=fmt.candidates_table(retrieval, options.top_n, pending),
                         plot=ranking_figure(retrieval, options.top_n, pending),
-                        timings=fmt.timings_markdown(step.timings, running),
+                        timings=fmt.timings_markdown(step.timings, running, ran_on),
                         cards=fmt.passage_cards(None if pending else retrieval, turn),
                         candidates=list(retrieval.candidates))
 
@@ -223,7 +231,8 @@ class ChatHandlers:
         if update.done and update.error:
             gr.Warning(update.error)
         running = None if update.done else "generate"
-        return ChatView(chatbot=_with_reply(chat, text), timings=fmt.timings_markdown(step.timings, running))
+        return ChatView(chatbot=_with_reply(chat, text),
+                        timings=fmt.timings_markdown(step.timings, running, step.retrieval.ran_on))
 
     @staticmethod
     def _progress_text(step: TurnStep, pending: bool) -> str:
