@@ -49,7 +49,9 @@ class Settings:
     # First stage: dense | bm25 | hybrid (both lists fused). Dense by default: on held-out paraphrased FAQ
     # questions RRF hybrid lost MRR@10 to dense (docs/evaluation.md); it wins on exact identifiers.
     retrieval_mode: str = "dense"
-    fusion: str = "rrf"  # hybrid: rrf (reciprocal rank, k = rrf_k) or weighted (min-max scores, dense_weight)
+    # hybrid: adaptive (BM25's weight = the evidence of an exact, distinctive match in this query's lists),
+    # rrf (reciprocal rank, k = rrf_k) or weighted (min-max scores, fixed dense_weight)
+    fusion: str = "adaptive"
     rrf_k: int = 60  # RRF's damping constant: 1 / (rrf_k + rank) per list
     dense_weight: float = 0.5  # weighted fusion: dense share, BM25 gets 1 - dense_weight
     bm25_analyzer: str = "standard"  # how Milvus splits text into BM25 terms: standard | jieba (Chinese)
@@ -144,7 +146,7 @@ TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off")
 DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "bf16w", "int8")
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
-FUSIONS = ("rrf", "weighted")
+FUSIONS = ("adaptive", "rrf", "weighted")
 ANALYZERS = ("standard", "jieba")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")

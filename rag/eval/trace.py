@@ -31,7 +31,7 @@ def build_trace(retrieval: Retrieval, settings: Settings, *, embedding_dim: int 
     config.update(overrides or {})
     return {"version": TRACE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "query": retrieval.query, "settings": config, "reranked": retrieval.reranked,
-            "mode": retrieval.mode, "timings": dict(retrieval.timings),
+            "mode": retrieval.mode, "lexical_weight": retrieval.lexical_weight, "timings": dict(retrieval.timings),
             "candidates": [asdict(c) for c in retrieval.candidates],
             "prompt": messages or [], "answer": answer}
 
@@ -45,7 +45,7 @@ def turn_trace(record: TurnRecord, settings: Settings, answerer: Answerer | None
         messages = answerer.build_messages(record.question, record.retrieval.selected, record.history)
     # The record's timings cover the whole turn (condense, generate); the retrieval's only its own steps.
     retrieval = Retrieval(record.retrieval.query, record.retrieval.candidates, dict(record.timings),
-                          record.retrieval.reranked, record.retrieval.mode)
+                          record.retrieval.reranked, record.retrieval.mode, record.retrieval.lexical_weight)
     # Every `QueryOptions` field is a per-question setting: all of them override the server's settings.
     trace = build_trace(retrieval, settings, embedding_dim=embedding_dim, messages=messages,
                         answer=record.answer, overrides=asdict(record.options))
@@ -71,4 +71,5 @@ def load_trace(path_or_text: str | Path) -> tuple[dict, Retrieval]:
     trace = json.loads(text)
     candidates = [Candidate(**c) for c in trace["candidates"]]
     return trace, Retrieval(query=trace["query"], candidates=candidates, timings=trace["timings"],
-                            reranked=trace["reranked"], mode=trace.get("mode", "dense"))
+                            reranked=trace["reranked"], mode=trace.get("mode", "dense"),
+                            lexical_weight=trace.get("lexical_weight"))
