@@ -102,12 +102,16 @@ def identifiers(query: str) -> list[str]:
 
 
 def exact_matches(query: str, texts: Mapping[int, str]) -> set[int]:
-    """The chunks among `texts` that alone hold one of the query's identifiers verbatim (case-insensitive, as a
-    whole token); empty when the query has no identifier or each is in several chunks or none."""
+    """The chunks among `texts` that alone hold one of the query's identifiers verbatim, as a whole token:
+    spelt exactly as typed, or, when no chunk has that spelling, in any case. Empty when the query has no
+    identifier or each is in several chunks or none."""
     found = set()
     for token in identifiers(query):
-        pattern = re.compile(r"(?<![\w.])" + re.escape(token) + r"(?!\w)", re.IGNORECASE)
-        holders = [chunk for chunk, text in texts.items() if pattern.search(text)]
+        for flags in (0, re.IGNORECASE):
+            pattern = re.compile(r"(?<![\w.])" + re.escape(token) + r"(?!\w)", flags)
+            holders = [chunk for chunk, text in texts.items() if pattern.search(text)]
+            if holders:
+                break
         if len(holders) == 1:
             found.add(holders[0])
     return found

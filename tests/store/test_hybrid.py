@@ -138,11 +138,15 @@ def test_identifier_tokens_and_the_chunk_that_alone_holds_one():
         "MV2047", "queryNode.memoryLimit", "ENABLE_TLS", "HNSW"]
     assert identifiers("why is my search slow? L2 or IP") == []  # plain words, and too short to be codes
     texts = {1: "Set queryNode.memoryLimit to 8 GB.", 2: "The queryNode section holds limits.",
-             3: "Error MV2047: out of memory. See querynode.memorylimit.", 4: "HNSW and HNSW again."}
-    # queryNode.memoryLimit is in 1 and 3 (case-insensitive), MV2047 in 3 only, queryNode alone in 2 only.
-    assert exact_matches("queryNode.memoryLimit", texts) == set()
-    assert exact_matches("MV2047 queryNode.memoryLimit", texts) == {3}
-    assert exact_matches("HNSW", texts) == {4} and exact_matches("memoryLimit", texts) == set()
+             3: "Error MV2047: out of memory. See querynode.memorylimit.", 4: "HNSW and HNSW again.",
+             5: "Error mv2047 is logged, and so is QUERYNODE.MEMORYLIMIT."}
+    # The spelling typed first: queryNode.memoryLimit is spelt so in 1 only, querynode.memorylimit in 3 only.
+    assert exact_matches("queryNode.memoryLimit", texts) == {1}
+    assert exact_matches("querynode.memorylimit", texts) == {3}
+    # No chunk has that spelling: any case counts, so Querynode.Memorylimit is in 1, 3 and 5: none alone.
+    assert exact_matches("Querynode.Memorylimit", texts) == set()
+    assert exact_matches("MV2047", texts) == {3} and exact_matches("Mv2047", texts) == set()  # 3 and 5
+    assert exact_matches("HNSW", texts) == {4} and exact_matches("memoryLimit", texts) == set()  # part of a key
     # BM25's weight: 1 when BM25's best is the chunk that alone holds an identifier, else BM25's lead.
     assert lexical_weight("MV2047", [Ranked(3, 5.0), Ranked(1, 4.0)], texts) == 1.0
     assert lexical_weight("MV2047", [Ranked(1, 5.0), Ranked(3, 4.0)], texts) == pytest.approx(0.2)
