@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from rag import RAG, Settings
 from rag.errors import RAGError
-from rag.settings import env_int
+from rag.settings import FUSIONS, env_int
 
 log = logging.getLogger("app")
 
@@ -38,8 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, help="candidates retrieved per question")
     p.add_argument("--top-n", type=int, help="reranked passages sent to the LLM")
     p.add_argument("--retrieval-mode", choices=("dense", "bm25", "hybrid"),
-                   help="first stage: embeddings, BM25 over the words, or both fused (default dense)")
-    p.add_argument("--fusion", choices=("rrf", "weighted"), help="how hybrid fuses the two lists (default rrf)")
+                   help="first stage: embeddings, BM25 over the words, or both fused (default hybrid)")
+    p.add_argument("--fusion", choices=FUSIONS, help="how hybrid fuses the two lists (default adaptive)")
     p.add_argument("--bm25-analyzer", choices=("standard", "jieba"),
                    help="how BM25 splits text into words: standard, or jieba for Chinese (migrates the collection)")
     p.add_argument("--llm-model", help="chat model name at the endpoint")

@@ -42,6 +42,7 @@ def main(argv=None) -> None:
 
     from rag import RAG, Settings
     from rag.eval.judgments import load_judgments
+    from rag.settings import FUSIONS
     from rag.types import Chunk
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,7 +71,11 @@ def main(argv=None) -> None:
     for q in queries:  # embed once: the cache serves the timed runs
         rag.embedder.embed_query(q, rag.settings.query_instruction)
     results = {}
-    for mode in ("dense", "bm25", "hybrid"):
+    settings = rag.settings
+    runs = [("dense", "dense", settings.fusion), ("bm25", "bm25", settings.fusion)]
+    runs += [(f"hybrid {fusion}", "hybrid", fusion) for fusion in FUSIONS]
+    for name, mode, fusion in runs:
+        rag.settings = settings.replace(fusion=fusion)
         rag.first_stage(queries[0], 10, mode=mode)  # warm
         stages: dict[str, list[float]] = {}
         for _ in range(args.repeats):
@@ -79,10 +84,10 @@ def main(argv=None) -> None:
                 for stage, seconds in r.timings.items():
                     stages.setdefault(stage, []).append(seconds)
                 stages.setdefault("total (no embed)", []).append(
-                    sum(s for name, s in r.timings.items() if name != "embed_query"))
-        results[mode] = {stage: {"p50_ms": 1000 * statistics.median(v),
+                    sum(s for stage, s in r.timings.items() if stage != "embed_query"))
+        results[name] = {stage: {"p50_ms": 1000 * statistics.median(v),
                                  "p95_ms": 1000 * float(np.percentile(v, 95))} for stage, v in stages.items()}
-        log.info("%s: %s", mode, ", ".join(f"{s} p50 {v['p50_ms']:.1f} ms" for s, v in results[mode].items()))
+        log.info("%s: %s", name, ", ".join(f"{s} p50 {v['p50_ms']:.1f} ms" for s, v in results[name].items()))
     print(json.dumps(results, indent=2))
     rag.close()
 

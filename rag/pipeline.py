@@ -19,7 +19,7 @@ from rag.models import Embedder, Reranker, make_embedder, make_reranker
 from rag.models.priority import GATE
 from rag.settings import Settings
 from rag.store import Store, make_client
-from rag.store.fusion import Fused, Ranked, rrf, weighted
+from rag.store.fusion import Fused, Ranked, adaptive, lexical_weight, rrf, weighted
 from rag.types import SHARED_OWNER, Candidate, Hit, Retrieval
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,29 @@ class RAG:
         dense = self._timed(timings, "search", self.store.search, vector, top_k, owner=owner)
         lexical = self._timed(timings, "bm25", self.store.bm25_search, query, top_k, owner=owner)
         started = time.perf_counter()
-        order = self._order(mode, dense, lexical)
-        scores = self._missing_scores(query, vector, order, dense, lexical, owner)
+        weight = None
+        if mode == "hybrid" and self.settings.fusion == "adaptive":
+            order, scores, weight = self._adaptive(query, vector, dense, lexical, owner)
+        else:
+            order = self._order(mode, dense, lexical)
+            scores = self._missing_scores(query, vector, order, dense, lexical, owner)
         if mode == "hybrid":
             order = _break_ties(order, scores.bm25)
         candidates = self._candidates(order[:top_k], dense, lexical, scores)
         timings["scores"] = time.perf_counter() - started
-        return Retrieval(query=query, candidates=candidates, timings=timings, mode=mode,
+        return Retrieval(query=query, candidates=candidates, timings=timings, mode=mode, lexical_weight=weight,
                          ran_on={"embed_query": self.embedder.backend})
+
+    def _adaptive(self, query: str, vector, dense: list[Hit], lexical: list[Hit],
+                  owner: str | None) -> tuple[list[Fused], Scores, float]:
+        """Adaptive fusion needs both scores of every chunk of either list before it can order them; BM25's
+        weight comes from this query's BM25 list and the candidates' texts (rag/store/fusion.py)."""
+        union = list(dict.fromkeys(h.chunk.id for h in dense + lexical))
+        scores = self._missing_scores(query, vector, [Fused(i, 0.0) for i in union], dense, lexical, owner)
+        texts = {h.chunk.id: h.chunk.text for h in dense + lexical}
+        weight = lexical_weight(query, [Ranked(h.chunk.id, h.score) for h in lexical], texts)
+        order = adaptive({i: scores.dense[i] for i in union}, scores.bm25, weight)
+        return order, scores, weight
 
     @staticmethod
     def _timed(timings: dict, stage: str, search, *args, **kwargs) -> list[Hit]:
@@ -158,7 +173,7 @@ class RAG:
         for position, c in enumerate(candidates):
             c.selected = position < top_n
         return Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=reranked,
-                         mode=retrieval.mode, ran_on=ran_on)
+                         mode=retrieval.mode, ran_on=ran_on, lexical_weight=retrieval.lexical_weight)
 
     def retrieve(self, query: str, top_k: int | None = None, top_n: int | None = None,
                  query_instruction: str | None = None, rerank_instruction: str | None = None,

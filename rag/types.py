@@ -70,7 +70,7 @@ class Candidate:
     chunk_index: int = 0
     bm25_score: float = 0.0  # Milvus' BM25 for the query, computed for every candidate; 0 when no term matches
     bm25_rank: int | None = None  # 1-based rank in the BM25 top_k list; None when only dense search found it
-    fused_score: float | None = None  # first-stage score: RRF / weighted in hybrid mode, else the mode's own
+    fused_score: float | None = None  # first-stage score: adaptive / RRF / weighted in hybrid mode, else the mode's own
     fused_rank: int | None = None  # 1-based first-stage rank (None in traces from before hybrid search)
 
     @property
@@ -116,6 +116,7 @@ class Retrieval:
     reranked: bool = False
     mode: str = "dense"  # the first stage: dense | bm25 | hybrid
     ran_on: dict[str, Backend] = field(default_factory=dict)  # model stage (embed_query, rerank) -> where it ran
+    lexical_weight: float | None = None  # hybrid with adaptive fusion: BM25's share for this query (0..1)
 
     @property
     def selected(self) -> list[Candidate]:

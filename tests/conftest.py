@@ -49,10 +49,12 @@ def tiny_reranker(tiny_reranker_path):
 
 @pytest.fixture
 def tiny_settings(tmp_path, tiny_embedder_path, tiny_reranker_path) -> Settings:
-    """Settings for a fresh Milvus Lite database in a temporary folder, with the tiny models."""
+    """Settings for a fresh Milvus Lite database in a temporary folder, with the tiny models. Dense first
+    stage: the tiny models' rankings are random, and the tests over them were written against dense order
+    (hybrid, the app's default, is tested with the real MiniLM in tests/store/test_hybrid.py)."""
     return Settings(embedding_model=str(tiny_embedder_path), reranker_model=str(tiny_reranker_path),
                     data_dir=tmp_path / "data", device="cpu", dtype="fp32", llm_base_url=None,
-                    openai_api_key=None)
+                    openai_api_key=None, retrieval_mode="dense")
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def corpus_rag(tmp_path_factory, tiny_embedder_path, tiny_reranker_path, tiny_em
     use `tiny_rag`; one that wrote here anyway fails the module at teardown."""
     settings = Settings(embedding_model=str(tiny_embedder_path), reranker_model=str(tiny_reranker_path),
                         data_dir=tmp_path_factory.mktemp("corpus") / "data", device="cpu", dtype="fp32",
-                        llm_base_url=None, openai_api_key=None)
+                        llm_base_url=None, openai_api_key=None, retrieval_mode="dense")  # as tiny_settings
     rag = RAG(settings, embedder=tiny_embedder, reranker=tiny_reranker)
     rag.ingest_paths([CORPUS])
     documents = rag.store.documents()

@@ -4,6 +4,8 @@ model server's URL, with its latency), the prompt sent and the answer. Lets user
 outside the app."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 from dataclasses import asdict
@@ -33,7 +35,7 @@ def build_trace(retrieval: Retrieval, settings: Settings, *, embedding_dim: int 
     config.update(overrides or {})
     return {"version": TRACE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "query": retrieval.query, "settings": config, "reranked": retrieval.reranked,
-            "mode": retrieval.mode, "timings": dict(retrieval.timings),
+            "mode": retrieval.mode, "lexical_weight": retrieval.lexical_weight, "timings": dict(retrieval.timings),
             "stages": stages(retrieval),
             "candidates": [asdict(c) for c in retrieval.candidates],
             "prompt": messages or [], "answer": answer}
@@ -54,8 +56,8 @@ def turn_trace(record: TurnRecord, settings: Settings, answerer: Answerer | None
     if answerer is not None and answerer.configured:
         messages = answerer.build_messages(record.question, record.retrieval.selected, record.history)
     # The record's timings cover the whole turn (condense, generate); the retrieval's only its own steps.
-    retrieval = Retrieval(record.retrieval.query, record.retrieval.candidates, dict(record.timings),
-                          record.retrieval.reranked, record.retrieval.mode, dict(record.retrieval.ran_on))
+    retrieval = dataclasses.replace(record.retrieval, timings=dict(record.timings),
+                                    ran_on=dict(record.retrieval.ran_on))
     # Every `QueryOptions` field is a per-question setting: all of them override the server's settings.
     trace = build_trace(retrieval, settings, embedding_dim=embedding_dim, messages=messages,
                         answer=record.answer, overrides=asdict(record.options))
@@ -84,4 +86,5 @@ def load_trace(path_or_text: str | Path) -> tuple[dict, Retrieval]:
     ran_on = {stage: Backend(**{k: v for k, v in where.items() if k != "seconds"})
               for stage, where in trace.get("stages", {}).items()}
     return trace, Retrieval(query=trace["query"], candidates=candidates, timings=trace["timings"],
-                            reranked=trace["reranked"], mode=trace.get("mode", "dense"), ran_on=ran_on)
+                            reranked=trace["reranked"], mode=trace.get("mode", "dense"), ran_on=ran_on,
+                            lexical_weight=trace.get("lexical_weight"))

@@ -144,6 +144,8 @@ def _settings_panel(ui: SimpleNamespace, rag: RAG, settings: Settings, answerer:
 
 
 def _fusion_text(settings: Settings) -> str:
+    if settings.fusion == "adaptive":
+        return "adaptive: BM25 weighs in by how decisively it found an exact match"
     if settings.fusion == "rrf":
         return f"RRF, k={settings.rrf_k}"
     return f"weighted, dense {settings.dense_weight:g} / BM25 {1 - settings.dense_weight:g}"

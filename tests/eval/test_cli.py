@@ -70,7 +70,8 @@ def test_the_cli_and_the_evaluate_tab_compute_identical_metrics(tiny_rag, tiny_s
     tiny_rag.close()  # Milvus Lite lets one client at a time open the database: the CLI opens its own
 
     for name, value in {"RAG_EMBEDDING_MODEL": tiny_embedder_path, "RAG_RERANKER_MODEL": tiny_reranker_path,
-                        "RAG_DEVICE": "cpu", "RAG_DTYPE": "fp32", "RAG_DATA_DIR": tiny_settings.data_dir}.items():
+                        "RAG_DEVICE": "cpu", "RAG_DTYPE": "fp32", "RAG_DATA_DIR": tiny_settings.data_dir,
+                        "RAG_RETRIEVAL_MODE": tiny_settings.retrieval_mode}.items():
         monkeypatch.setenv(name, str(value))
     out = tmp_path / "report.json"
     judgments = download.constructor_args["value"]  # the Evaluate tab's export: the CLI's format

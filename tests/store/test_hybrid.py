@@ -7,7 +7,7 @@ import pytest
 
 from rag import RAG, Settings
 from rag.store import Store
-from rag.store.fusion import Ranked, rrf, weighted
+from rag.store.fusion import Ranked, adaptive, bm25_margin, exact_matches, identifiers, lexical_weight, rrf, weighted
 from rag.store.migration import staging_name
 from rag.store.milvus import SPARSE
 from rag.types import Chunk
@@ -102,6 +102,51 @@ def test_weighted_fusion_by_hand():
     assert [f.chunk_id for f in weighted([dense, bm25], [0.7, 0.3])] == [1, 3, 4, 2, 5]
 
 
+def test_adaptive_fusion_by_hand():
+    dense = {1: 0.9, 2: 0.8, 3: 0.6, 4: 0.5}  # every candidate's cosine: min-max -> 1, 0.75, 0.25, 0
+    decisive = [Ranked(4, 8.0), Ranked(2, 2.0)]  # BM25's best leads by (8 - 2) / 8 = 0.75
+    assert bm25_margin(decisive) == pytest.approx(0.75)
+    bm25 = {1: 0.0, 2: 2.0, 3: 0.0, 4: 8.0}  # / 8 -> 0, 0.25, 0, 1
+    fused = adaptive(dense, bm25, 0.75)
+    # 1: 0.25 * 1; 2: 0.25 * 0.75 + 0.75 * 0.25; 3: 0.25 * 0.25; 4: 0.75 * 1
+    assert [(f.chunk_id, f.score) for f in fused] == [(4, pytest.approx(0.75)), (2, pytest.approx(0.375)),
+                                                        (1, pytest.approx(0.25)), (3, pytest.approx(0.0625))]
+    # The same lists under RRF k=60: 2 (1/62 + 1/62) beats 4 (1/64 + 1/61): ranks, not the lead, count.
+    assert [f.chunk_id for f in rrf([[Ranked(i, s) for i, s in dense.items()], decisive])][:2] == [2, 4]
+    # BM25 barely prefers 4 over 2 ((8 - 7) / 8 = 0.125): the dense order stands.
+    close = [Ranked(4, 8.0), Ranked(2, 7.0)]
+    weight = bm25_margin(close)
+    assert weight == pytest.approx(0.125)
+    fused = adaptive(dense, {1: 0.0, 2: 7.0, 3: 0.0, 4: 8.0}, weight)
+    # 1: 0.875; 2: 0.875 * 0.75 + 0.125 * 0.875; 3: 0.875 * 0.25; 4: 0.125
+    assert [(f.chunk_id, f.score) for f in fused] == [(1, pytest.approx(0.875)), (2, pytest.approx(0.765625)),
+                                                        (3, pytest.approx(0.21875)), (4, pytest.approx(0.125))]
+    # One chunk alone holds a query term: margin 1, BM25 decides; no hit at all: 0, dense decides.
+    assert bm25_margin([Ranked(7, 3.2)]) == 1.0 and bm25_margin([]) == 0.0
+    assert [f.chunk_id for f in adaptive(dense, bm25, 0.0)] == [1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        adaptive(dense, bm25, 1.5)
+
+
+def test_identifier_tokens_and_the_chunk_that_alone_holds_one():
+    assert identifiers("What does MV2047 mean in queryNode.memoryLimit, or ENABLE_TLS / HNSW?") == [
+        "MV2047", "queryNode.memoryLimit", "ENABLE_TLS", "HNSW"]
+    assert identifiers("why is my search slow? L2 or IP") == []  # plain words, and too short to be codes
+    texts = {1: "Set queryNode.memoryLimit to 8 GB.", 2: "The queryNode section holds limits.",
+             3: "Error MV2047: out of memory. See querynode.memorylimit.", 4: "HNSW and HNSW again.",
+             5: "Error mv2047 is logged, and so is QUERYNODE.MEMORYLIMIT."}
+    # The spelling typed first: queryNode.memoryLimit is spelt so in 1 only, querynode.memorylimit in 3 only.
+    assert exact_matches("queryNode.memoryLimit", texts) == {1}
+    assert exact_matches("querynode.memorylimit", texts) == {3}
+    # No chunk has that spelling: any case counts, so Querynode.Memorylimit is in 1, 3 and 5: none alone.
+    assert exact_matches("Querynode.Memorylimit", texts) == set()
+    assert exact_matches("MV2047", texts) == {3} and exact_matches("Mv2047", texts) == set()  # 3 and 5
+    assert exact_matches("HNSW", texts) == {4} and exact_matches("memoryLimit", texts) == set()  # part of a key
+    # BM25's weight: 1 when BM25's best is the chunk that alone holds an identifier, else BM25's lead.
+    assert lexical_weight("MV2047", [Ranked(3, 5.0), Ranked(1, 4.0)], texts) == 1.0
+    assert lexical_weight("MV2047", [Ranked(1, 5.0), Ranked(3, 4.0)], texts) == pytest.approx(0.2)
+
+
 # --- the pipeline: every candidate carries every score ------------------------------------------------
 IDENTIFIER_DOCS = {
     "errors.md": "# Errors\n\nIf the proxy log shows error code MV2047 the segment loader ran out of memory; "
@@ -111,6 +156,7 @@ IDENTIFIER_DOCS = {
                  "data a node can serve.",
     "restart.md": "# Restart\n\nRestarting a node reloads its segments from object storage.",
     "bees.md": "# Bees\n\nHoney bees live in colonies and make honey from nectar.",
+    "limits.md": "# Limits\n\nThe queryNode section of milvus.yaml sets the memory limit of each query node.",
 }
 
 
@@ -137,7 +183,17 @@ def test_an_exact_identifier_puts_its_only_chunk_first_in_hybrid_mode(minilm_rag
     assert [(c.source, c.bm25_rank) for c in alone] == [("errors.md", 1)]
 
 
+def test_a_dotted_config_key_whose_parts_occur_elsewhere_puts_its_chunk_first(minilm_rag):
+    """queryNode.memoryLimit is in errors.md only, but "querynode", "memory" and "limit" are in other chunks
+    too, so BM25 matches several chunks: the key's chunk must still come first. (RRF k=60 puts limits.md,
+    BM25's second, first here: it is high in both lists.)"""
+    r = minilm_rag.retrieve("queryNode.memoryLimit", top_k=5, top_n=2)
+    assert (r.candidates[0].source, r.candidates[0].bm25_rank) == ("errors.md", 1)
+    assert sum(c.bm25_rank is not None for c in r.candidates) > 1 and r.lexical_weight == 1.0
+
+
 def test_every_candidate_carries_both_exact_scores_and_ranks(minilm_rag):
+    minilm_rag.settings = minilm_rag.settings.replace(fusion="rrf")
     query = "why does the query node run out of memory"
     hybrid = minilm_rag.first_stage(query, top_k=3, mode="hybrid")
     dense = minilm_rag.store.search(minilm_rag.embedder.embed_query(query, minilm_rag.settings.query_instruction),
@@ -158,6 +214,22 @@ def test_every_candidate_carries_both_exact_scores_and_ranks(minilm_rag):
     rrf_of = [sum(1 / (60 + r) for r in (c.dense_rank, c.bm25_rank) if r is not None) for c in hybrid.candidates]
     assert [c.fused_score for c in hybrid.candidates] == pytest.approx(rrf_of)
     assert rrf_of == sorted(rrf_of, reverse=True)
+
+
+def test_adaptive_order_is_its_formula_over_the_reported_scores(minilm_rag):
+    assert minilm_rag.settings.fusion == "adaptive"  # the default
+    for query in ("why does the query node run out of memory", "honey bees", "MV2047"):
+        r = minilm_rag.retrieve(query, top_k=10, top_n=3)  # 6 chunks: every candidate of both lists is shown
+        lists = sorted((c for c in r.candidates if c.bm25_rank is not None), key=lambda c: c.bm25_rank)
+        texts = {c.chunk_id: c.text for c in r.candidates}
+        weight = lexical_weight(query, [Ranked(c.chunk_id, c.bm25_score) for c in lists], texts)
+        assert r.lexical_weight == pytest.approx(weight)
+        dense = [c.dense_score for c in r.candidates]
+        low, high, best = min(dense), max(dense), max(c.bm25_score for c in r.candidates)
+        expected = [(1 - weight) * (c.dense_score - low) / (high - low) + weight * (c.bm25_score / best if best else 0)
+                    for c in r.candidates]
+        assert [c.fused_score for c in r.candidates] == pytest.approx(expected, abs=1e-9)
+        assert expected == sorted(expected, reverse=True)
 
 
 def test_each_mode_orders_by_its_own_list(minilm_rag):

@@ -208,7 +208,7 @@ def test_the_three_first_stage_modes_from_the_settings_panel(new_page, tmp_path)
                                        "memory: raise the limit and restart it.")
     page.get_by_text("Settings (apply to the next question").click()
     modes = page.locator("#rag-retrieval-mode")
-    expect(modes.get_by_label("dense")).to_be_checked()  # the default
+    expect(modes.get_by_label("hybrid")).to_be_checked()  # the default
     for mode in ("bm25", "dense", "hybrid"):
         modes.get_by_label(mode).check()
         page.click("#rag-clear")  # a new conversation: a follow-up would be condensed by the LLM first
