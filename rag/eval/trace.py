@@ -4,11 +4,10 @@ model server's URL, with its latency), the prompt sent and the answer. Lets user
 outside the app."""
 from __future__ import annotations
 
-import dataclasses
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +55,8 @@ def turn_trace(record: TurnRecord, settings: Settings, answerer: Answerer | None
     if answerer is not None and answerer.configured:
         messages = answerer.build_messages(record.question, record.retrieval.selected, record.history)
     # The record's timings cover the whole turn (condense, generate); the retrieval's only its own steps.
-    retrieval = dataclasses.replace(record.retrieval, timings=dict(record.timings),
-                                    ran_on=dict(record.retrieval.ran_on))
+    retrieval = replace(record.retrieval, timings=dict(record.timings),
+                        ran_on=dict(record.retrieval.ran_on))
     # Every `QueryOptions` field is a per-question setting: all of them override the server's settings.
     trace = build_trace(retrieval, settings, embedding_dim=embedding_dim, messages=messages,
                         answer=record.answer, overrides=asdict(record.options))
