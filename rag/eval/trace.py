@@ -4,7 +4,6 @@ model server's URL, with its latency), the prompt sent and the answer. Lets user
 outside the app."""
 from __future__ import annotations
 
-
 import json
 import time
 from dataclasses import asdict, replace
