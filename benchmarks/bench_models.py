@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import time
 
 import numpy as np
 
@@ -41,9 +40,9 @@ def candidates(chunks: list[str], query: str, k: int = TOP_K) -> list[str]:
 
 
 def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - start, out
+    with common.Clock() as clock:
+        out = fn(*args)
+    return clock, out
 
 
 class Run:
@@ -52,17 +51,18 @@ class Run:
     def __init__(self, dtype: str):
         self.dtype, self.stages = dtype, []
 
-    def peak(self) -> float:
-        value = common.gemm_peak(self.dtype)
-        print(f"  {common.load_average()}; {self.dtype} GEMM peak {value:.0f} GFLOP/s", flush=True)
-        return value
+    def peak(self) -> tuple[float, float]:
+        wall, cpu = common.gemm_peak(self.dtype)
+        print(f"  {common.load_average()}; {self.dtype} GEMM peak {wall:.0f} GFLOP/s per wall second, {cpu:.0f} "
+              f"per CPU second of each thread", flush=True)
+        return wall, cpu
 
     def add(self, stage: common.Stage) -> None:
         self.stages.append(stage)
         print("  " + stage.line(), flush=True)
 
 
-def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutorial_dtype: str):
+def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutorial_dtype: str, profile: bool):
     from sentence_transformers import SentenceTransformer
     from transformers import AutoConfig
 
@@ -81,8 +81,21 @@ def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutoria
     card_s, reference = timed(card.encode, docs)
     our_s, vectors = timed(ours.embed_documents, docs)
     cosine = float(np.min(np.sum(vectors * reference, axis=1)))
-    run.add(common.Stage(f"embed {len(docs)} FAQ chunks", f"ours ({ours.precision.name})", dtype, our_s,
+    run.add(common.Stage(f"embed {len(docs)} FAQ chunks", f"ours packed ({ours.precision.name})", dtype, our_s,
                          sum(lengths), flops, peak, card_s, f"min cos {cosine:.6f} vs card {tutorial_dtype}"))
+    if ours.packed:  # the padded path it replaced: length-sorted, token-capped padded batches through encode
+        ours.packed = False
+        padded_s, vectors = timed(ours.embed_documents, docs)
+        ours.packed = True
+        cosine = float(np.min(np.sum(vectors * reference, axis=1)))
+        run.add(common.Stage(f"embed {len(docs)} FAQ chunks", "ours padded batches (before)", dtype, padded_s,
+                             sum(lengths), flops, peak, card_s, f"min cos {cosine:.6f}"))
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            ours.embed_documents(docs)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
 
     prompts = [ours.query_prompt(None) + q for q in queries]
     q_lengths = ours._token_counts(prompts)
@@ -111,7 +124,8 @@ def bench_rerank(run: Run, path, chunks: list[str], queries: list[str], tutorial
     card = ReferenceReranker(str(path), dtype=getattr(torch, tutorial_dtype))
     ours.score(queries[0], chunks[:2]), card.score(queries[0], chunks[:2])  # warm-up
     peak = run.peak()
-    ours_s, card_s, tokens, flops, flops_pairs, delta, top3 = 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0
+    ours_s, card_s, tokens, flops, flops_pairs, delta, top3 = common.Clock(), common.Clock(), 0, 0.0, 0.0, 0.0, 0
+    ours_s.wall = ours_s.cpu = card_s.wall = card_s.cpu = 0.0
     for query in queries:
         docs = candidates(chunks, query)
         sequences = ours.encode_pairs(query, docs, None)
@@ -121,17 +135,17 @@ def bench_rerank(run: Run, path, chunks: list[str], queries: list[str], tutorial
         flops += common.sequence_flops(config, head) + \
             sum(common.sequence_flops(config, len(s) - head, past=head, head_rows=2) for s in sequences)
         flops_pairs += sum(common.sequence_flops(config, len(s), head_rows=2) for s in sequences)
-        seconds, reference = timed(card.score, query, docs)
-        card_s += seconds
-        seconds, scores = timed(ours.score, query, docs)
-        ours_s += seconds
+        clock, reference = timed(card.score, query, docs)
+        card_s.wall, card_s.cpu = card_s.wall + clock.wall, card_s.cpu + clock.cpu
+        clock, scores = timed(ours.score, query, docs)
+        ours_s.wall, ours_s.cpu = ours_s.wall + clock.wall, ours_s.cpu + clock.cpu
         delta = max(delta, max(abs(a - b) for a, b in zip(scores, reference)))
         top3 += list(np.argsort(scores)[::-1][:3]) == list(np.argsort(reference)[::-1][:3])
     n = len(queries)
     run.add(common.Stage(f"rerank 10 FAQ chunks x {n} queries", f"ours ({ours.precision.name})", dtype, ours_s,
                          tokens, flops, peak, card_s, f"max |d| {delta:.1e}, top-3 same {top3}/{n}"))
-    print(f"  floor if every pair ran whole (no shared head): {flops_pairs / peak / 1e9:.2f} s "
-          f"({ours_s / (flops_pairs / peak / 1e9):.2f}x); the card's code also computes 151,669-row logits at every "
+    print(f"  floor if every pair ran whole (no shared head): {flops_pairs / peak[0] / 1e9:.2f} s "
+          f"({ours_s.wall / (flops_pairs / peak[0] / 1e9):.2f}x); the card's code also computes 151,669-row logits at every "
           f"padded position\n  {common.load_average()}", flush=True)
     del ours, card
     gc.collect()
@@ -146,6 +160,7 @@ def main(argv=None):
     parser.add_argument("--embed-chunks", type=int, help="FAQ chunks to embed (default 28: every 3rd)")
     parser.add_argument("--queries", type=int, help="shipped FAQ questions to rerank for (default 3)")
     parser.add_argument("--skip", default="", help="comma-separated stages to skip: embed, rerank")
+    parser.add_argument("--profile", action="store_true", help="torch profiler table of our embedding pass")
     parser.add_argument("--card-dtype", default="float32", help="dtype the model cards' code loads in (the "
                         "parity reference: float32). Under transformers 5 the cards' plain code keeps the "
                         "releases' bfloat16, emulated and several times slower on CPUs without avx512_bf16")
@@ -164,7 +179,8 @@ def main(argv=None):
     print(f"checkpoints: {embed_path}, {rerank_path}; {len(chunks)} FAQ chunks; our compute dtype {run.dtype}")
     print(common.Stage.HEADER, flush=True)
     if "embed" not in args.skip:
-        bench_embedding(run, embed_path, docs, questions[-(3 if args.quick else 8):], args.card_dtype)
+        bench_embedding(run, embed_path, docs, questions[-(3 if args.quick else 8):], args.card_dtype,
+                        args.profile)
     if "rerank" not in args.skip:
         bench_rerank(run, rerank_path, chunks, rerank_queries, args.card_dtype)
     print("\n" + common.Stage.HEADER)

@@ -112,24 +112,39 @@ def compute_dtype(precision) -> str:
         .replace("bfloat16", "bf16").replace("float16", "fp16")
 
 
-def gemm_peak(dtype: str = "fp32", repeat: int = 10) -> float:
+class Clock:
+    """Wall seconds and this process's CPU seconds (all threads) of a block. On a shared machine, waiting for a
+    core inflates wall time but not CPU time, so ratios of CPU seconds are the steadier figure."""
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+
+
+def gemm_peak(dtype: str = "fp32", repeat: int = 10) -> tuple[float, float]:
     """Best GFLOP/s of the models' own large Linear shapes (2048 rows x 1024 -> 3072 and 3072 -> 1024), best
-    of 3 rounds: the ceiling the floor is computed against, measured now, under the current load."""
+    of 3 rounds, per wall second and per CPU second of all torch threads / threads: the ceiling the floor is
+    computed against, measured now, under the current load."""
     import torch
 
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    best = 0.0
+    threads = torch.get_num_threads()
+    wall = cpu = 0.0
     with torch.inference_mode():
         for k, n in ((1024, 3072), (3072, 1024)):
             layer = torch.nn.Linear(k, n, bias=False).to(torch_dtype).eval()
             x = torch.randn(2048, k, dtype=torch_dtype)
             layer(x)
+            flops = 2 * x.shape[0] * k * n * repeat / 1e9
             for _ in range(3):
-                start = time.perf_counter()
-                for _ in range(repeat):
-                    layer(x)
-                best = max(best, 2 * x.shape[0] * k * n * repeat / (time.perf_counter() - start) / 1e9)
-    return best
+                with Clock() as clock:
+                    for _ in range(repeat):
+                        layer(x)
+                wall, cpu = max(wall, flops / clock.wall), max(cpu, flops / (clock.cpu / threads))
+    return wall, cpu
 
 
 # --- FLOPs -------------------------------------------------------------------------------------------------
@@ -154,22 +169,31 @@ def sequence_flops(config, new: int, past: int = 0, head_rows: int = 0) -> float
 
 
 class Stage:
-    """One printed line: seconds, tokens, FLOPs, floor at the measured peak, ratio, tutorial's time."""
+    """One printed line: seconds (wall and CPU), tokens, FLOPs, floor at the measured peak, ratios, the model
+    card's time. The CPU-second ratio divides this process's CPU seconds (all threads / threads) by the floor in
+    CPU seconds; waiting for a busy core counts in wall time only."""
 
-    HEADER = (f"{'stage':<34}{'impl':<38}{'dtype':>6}{'s':>8}{'tokens':>8}{'GFLOP':>8}{'floor s':>9}"
-              f"{'x floor':>8}{'tut. s':>8}{'tut/ours':>9}  parity")
+    HEADER = (f"{'stage':<30}{'impl':<34}{'dtype':>6}{'wall s':>8}{'cpu s':>8}{'tokens':>7}{'GFLOP':>7}"
+              f"{'floor s':>8}{'x floor':>8}{'x fl.cpu':>9}{'card s':>8}{'card/us':>8}  parity")
 
-    def __init__(self, name: str, impl: str, dtype: str, seconds: float, tokens: int, flops: float,
-                 peak_gflops: float, tutorial_s: float | None = None, parity: str = ""):
-        self.name, self.impl, self.dtype, self.seconds, self.tokens = name, impl, dtype, seconds, tokens
-        self.flops, self.peak, self.tutorial_s, self.parity = flops, peak_gflops, tutorial_s, parity
+    def __init__(self, name: str, impl: str, dtype: str, clock: Clock, tokens: int, flops: float,
+                 peak: tuple[float, float], card: Clock | None = None, parity: str = ""):
+        import torch
+
+        self.name, self.impl, self.dtype, self.tokens, self.flops = name, impl, dtype, tokens, flops
+        self.seconds, self.cpu_seconds = clock.wall, clock.cpu / torch.get_num_threads()
+        self.peak, self.card, self.parity = peak, card, parity
 
     @property
     def floor(self) -> float:
-        return self.flops / (self.peak * 1e9)
+        return self.flops / (self.peak[0] * 1e9)
+
+    @property
+    def ratio_cpu(self) -> float:
+        return self.cpu_seconds / (self.flops / (self.peak[1] * 1e9))
 
     def line(self) -> str:
-        tut = f"{self.tutorial_s:8.2f}{self.tutorial_s / self.seconds:9.2f}" if self.tutorial_s else \
-            f"{'-':>8}{'-':>9}"
-        return (f"{self.name:<34}{self.impl:<38}{self.dtype:>6}{self.seconds:8.2f}{self.tokens:8d}"
-                f"{self.flops / 1e9:8.0f}{self.floor:9.2f}{self.seconds / self.floor:8.2f}{tut}  {self.parity}")
+        card = f"{self.card.wall:8.2f}{self.card.wall / self.seconds:8.2f}" if self.card else f"{'-':>8}{'-':>8}"
+        return (f"{self.name:<30}{self.impl:<34}{self.dtype:>6}{self.seconds:8.2f}{self.cpu_seconds:8.2f}"
+                f"{self.tokens:7d}{self.flops / 1e9:7.0f}{self.floor:8.2f}{self.seconds / self.floor:8.2f}"
+                f"{self.ratio_cpu:9.2f}{card}  {self.parity}")
