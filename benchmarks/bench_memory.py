@@ -25,14 +25,9 @@ CONFIGS = ("fp32", "auto")
 
 
 def build(cache: Path) -> tuple[Path, Path]:
-    from tests.model_factory import QWEN3_06B, build_embedder, build_reranker
+    from common import checkpoints
 
-    emb, rr = cache / "qwen3-embedding-0.6b-shaped-bf16", cache / "qwen3-reranker-0.6b-shaped-bf16"
-    if not (emb / "model.safetensors").exists():
-        build_embedder(emb, sizes=QWEN3_06B, bf16=True)
-    if not (rr / "model.safetensors").exists():
-        build_reranker(rr, sizes=QWEN3_06B, bf16=True)
-    return emb, rr
+    return checkpoints(str(cache))
 
 
 def peak_rss(dtype: str, emb: Path, rr: Path) -> dict:

@@ -3,9 +3,10 @@
     python benchmarks/bench_ui_latency.py [--questions 6]
 
 Starts the real app (tests/browser_helpers.running_app) over a fresh Milvus Lite holding the bundled knowledge
-base, with the Qwen3-0.6B-shaped bf16 checkpoints bench_models.py builds under ~/.cache/rag-bench. For each
-question, from a freshly loaded page: the time from the click on Ask to the first candidate row in the
-passages table (dense results come before reranking), then the time until reranking is done.
+base, with the Qwen3-0.6B-shaped bf16 checkpoints (Qwen's real tokenizer) that benchmarks/common.py builds
+under ~/.cache/rag-bench. For each question, from a freshly loaded page: the time from the click on Ask to the
+first candidate row in the passages table (dense results come before reranking), then the time until reranking
+is done.
 """
 from __future__ import annotations
 
@@ -35,14 +36,14 @@ def main(argv=None) -> None:
     parser.add_argument("--reranker", help="reranker checkpoint folder (default: the 0.6B-shaped bf16 one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from bench_models import checkpoints
+    from common import checkpoints
     from playwright.sync_api import sync_playwright
 
     from rag.models.embedder import SentenceTransformerEmbedder
     from rag.models.reranker import Qwen3Reranker
     from tests.browser_helpers import launch_chromium, running_app
 
-    embed_path, rerank_path = checkpoints(args, bf16=True)
+    embed_path, rerank_path = checkpoints(args.cache_dir, args.embedder, args.reranker)
     embedder = SentenceTransformerEmbedder(str(embed_path))  # default device and dtype, as the app builds them
     reranker = Qwen3Reranker(str(rerank_path))
     knowledge = sorted((REPO / "assets" / "knowledge").glob("*.md"))

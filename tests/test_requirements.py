@@ -10,7 +10,7 @@ from importlib.metadata import packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCAL = {"rag", "app", "tests", "benchmarks", "bench_models", "conftest"}
+LOCAL = {"rag", "app", "tests", "benchmarks", "conftest"} | {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
 
 
 def imported_modules(paths: list[Path]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Length-aware batching shared by the embedder and the reranker.
+"""Length-aware padded batching: the reranker, and embedders that are not packed (rag/models/packed.py).
 
 On a CPU one text of a few hundred tokens already keeps the matmuls near their peak, so batching buys little
 there and padding is pure loss; batches are capped in padded tokens as well as in rows, and closed before

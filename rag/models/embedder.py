@@ -2,9 +2,11 @@
 
 Queries carry the instruction prompt `Instruct: {task}\\nQuery:{query}`; documents carry none. Matryoshka
 sizes truncate the full vector first and renormalise after, so inner product stays cosine.
-Documents are sorted by token count across the whole call and batched by padded tokens (rag/batching.py): on a
-CPU one text per batch is fastest at these lengths, on a GPU batches fill up. `dtype="int8"` quantises the
-Linear layers of a model this class loads.
+Decoder embedders with last-token pooling (Qwen3-Embedding) run packed (rag/models/packed.py): a batch's texts
+sit end to end in one row with no padding, each attending only to itself, so the matmuls are as tall as the
+token budget whatever the lengths (docs/benchmarks.md: the padded path measured far from the compute floor on
+short texts). Other models go through `SentenceTransformer.encode`, sorted by token count and batched by padded
+tokens (rag/batching.py). `dtype="int8"` quantises the Linear layers of a model this class loads.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 from rag.errors import SettingsError
 from rag.models.batching import token_batches
 from rag.models.contracts import ProgressFn
+from rag.models.packed import last_token_states, pack_batches, packable, use_packed_attention
 from rag.models.priority import BACKGROUND_WAIT, GATE
 from rag.settings import DEFAULT_TASK
 from rag.types import Backend
@@ -112,6 +115,9 @@ class SentenceTransformerEmbedder:
         self.dim = dim or self.full_dim
         # Models without instructions (MiniLM, ...) get their own query prompt, if any, not Qwen's.
         self.instruction_aware = is_instruction_aware(self.model.prompts)
+        self.packed = packable(self.model)
+        if self.packed:
+            use_packed_attention(self.model)
         self._query_cache = QueryCache(query_cache_size)
         self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
 
@@ -160,11 +166,26 @@ class SentenceTransformerEmbedder:
                                         show_progress_bar=False)
         return truncate_and_normalise(vectors.astype(np.float32), self.dim)
 
+    def _encode_packed(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            states = last_token_states(self.model[0].auto_model, sequences)
+        return truncate_and_normalise(states.float().cpu().numpy(), self.dim)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Ids as `SentenceTransformer.encode` feeds them (special tokens in, cut at the model's limit)."""
+        limit = self.model.max_seq_length or None
+        return self.tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
+
     def embed_documents(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
-        """Embed longest first in token-capped batches of similar length; report progress after each batch."""
+        """Embed longest first in token-capped batches (packed, or padded of similar length); report progress
+        after each batch."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.packed:
+            return self._embed_packed(self._token_ids(texts), progress)
         lengths = self._token_counts(texts)
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -177,11 +198,22 @@ class SentenceTransformerEmbedder:
                 progress(done, len(texts))
         return out
 
+    def _embed_packed(self, ids: list[list[int]], progress: ProgressFn | None) -> np.ndarray:
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        done = 0
+        for run in pack_batches([len(ids[i]) for i in order], self.batch_tokens, self.batch_size):
+            batch = [order[i] for i in run]
+            GATE.wait_turn(BACKGROUND_WAIT)  # a question embedding or reranking goes first (rag/models/priority.py)
+            out[batch] = self._encode_packed([ids[i] for i in batch])
+            done += len(batch)
+            if progress:
+                progress(done, len(ids))
+        return out
+
     def _token_counts(self, texts: list[str]) -> list[int]:
         """Tokens per text as the model will see them (special tokens in, cut at the model's limit)."""
-        limit = self.model.max_seq_length or None
-        ids = self.tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
-        return [len(i) for i in ids]
+        return [len(i) for i in self._token_ids(texts)]
 
     def query_prompt(self, instruction: str | None) -> str | None:
         return prompt_for_query(self.model.prompts, instruction)
@@ -191,7 +223,11 @@ class SentenceTransformerEmbedder:
         cached = self._query_cache.get(key)
         if cached is not None:
             return cached
+        prompt = self.query_prompt(instruction)
         with GATE.urgent():
-            vector = self._encode([text], prompt=self.query_prompt(instruction))[0]
+            if self.packed:
+                vector = self._encode_packed(self._token_ids([(prompt or "") + text]))[0]
+            else:
+                vector = self._encode([text], prompt=prompt)[0]
         self._query_cache.put(key, vector)
         return vector.copy()

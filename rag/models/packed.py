@@ -1,0 +1,90 @@
+"""Packed forward passes for decoder-only embedders (Qwen3-Embedding): several texts in one row, no padding.
+
+A padded batch of texts of different lengths wastes its padding in every matmul, and a batch of a few short texts
+gives matmuls too short to reach the CPU's GEMM peak. Packing puts a batch's texts end to end in one row: the
+Linear layers (almost all of the FLOPs) then see every real token of the batch as one tall matrix and no padding,
+whatever the lengths. Each text keeps its own positions (restarting at 0) and attends only to itself: attention
+runs per text, causal SDPA on the text's own slice, exactly what the text computes alone. The last-token pooling
+then reads each text's last position.
+
+This is an attention implementation registered with transformers ("rag_packed"): the model is loaded by
+sentence-transformers as usual and stays correct for ordinary padded calls (it then uses the SDPA path and mask).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+ATTENTION = "rag_packed"
+
+
+def _packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                      rag_bounds: Sequence[tuple[int, int]] | None = None, **kwargs):
+    """SDPA per packed text (`rag_bounds`: its [start, end) in the row), or plain SDPA when not packed."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if rag_bounds is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    outputs = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
+                                      dropout=dropout, scaling=scaling, is_causal=True)[0] for a, b in rag_bounds]
+    return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0], None
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, _packed_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)  # unpacked calls get SDPA's own mask
+
+
+def packable(model) -> bool:
+    """True for a sentence-transformers model we can pack: a decoder (position ids, causal attention, SDPA-able)
+    followed by last-token pooling, e.g. Qwen3-Embedding. Other models (BERT-style, mean pooling) are not."""
+    modules = list(model)
+    if len(modules) < 2 or type(modules[1]).__name__ != "Pooling":
+        return False
+    pooling = modules[1].get_config_dict() if hasattr(modules[1], "get_config_dict") else {}
+    backbone = getattr(modules[0], "auto_model", None)
+    config = getattr(backbone, "config", None)
+    return (pooling.get("pooling_mode") == "lasttoken" and config is not None
+            and hasattr(config, "num_key_value_heads")
+            and getattr(backbone, "_supports_sdpa", False)
+            and all(type(m).__name__ in ("Normalize",) for m in modules[2:]))
+
+
+def use_packed_attention(model) -> None:
+    """Switch a packable sentence-transformers model's decoder to the packed attention, in place."""
+    _register()
+    model[0].auto_model.set_attn_implementation(ATTENTION)
+
+
+def pack_batches(lengths: Sequence[int], budget: int, rows: int) -> list[list[int]]:
+    """Consecutive runs of at most `rows` item indices whose token counts sum to at most `budget` (a longer item
+    goes alone). On a CPU, matmuls of ~300 rows and more run near the GEMM peak (docs/benchmarks.md)."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    total = 0
+    for index, length in enumerate(lengths):
+        if batch and (total + length > budget or len(batch) >= rows):
+            batches.append(batch)
+            batch, total = [], 0
+        batch.append(index)
+        total += length
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def last_token_states(backbone, sequences: Sequence[Sequence[int]]):
+    """The final hidden state at each sequence's last token, all sequences packed into one forward pass."""
+    import torch
+
+    device = backbone.device
+    ids = torch.tensor([t for s in sequences for t in s], dtype=torch.long, device=device)[None]
+    positions = torch.cat([torch.arange(len(s), device=device) for s in sequences])[None]
+    ends = torch.tensor([len(s) for s in sequences], device=device).cumsum(0)
+    bounds = list(zip([0] + ends[:-1].tolist(), ends.tolist()))
+    hidden = backbone(input_ids=ids, position_ids=positions, rag_bounds=bounds).last_hidden_state[0]
+    return hidden[ends - 1]
