@@ -18,7 +18,7 @@ from rag.types import SHARED_OWNER, Retrieval
 
 log = logging.getLogger(__name__)
 
-DENSE, RERANKED, ANSWER = "dense", "reranked", "answer"
+DENSE, RERANKING, RERANKED, ANSWER = "dense", "reranking", "reranked", "answer"
 
 
 @dataclass
@@ -56,7 +56,7 @@ class QueryOptions:
 
 @dataclass
 class TurnStep:
-    stage: str  # "dense" | "reranked" | "answer"
+    stage: str  # "dense" | "reranking" | "reranked" | "answer"
     query: str  # the standalone retrieval query (the question itself, or condensed from history)
     retrieval: Retrieval
     timings: dict[str, float] = field(default_factory=dict)
@@ -65,7 +65,9 @@ class TurnStep:
 
 def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | None,
              options: QueryOptions, owner: str = SHARED_OWNER) -> Iterator[TurnStep]:
-    """Yield the dense retrieval, then the reranked one, then every answer update (the last one done)."""
+    """Yield the first-stage retrieval, partial reranked ones (RERANKING: the scores known so far, as the reranker
+    finishes each batch or the score cache has them), the reranked one, then every answer update (the last one
+    done)."""
     timings: dict[str, float] = {}
     query = _condense(answerer, question, history, timings)
     with GATE.urgent():  # an upload's next step waits while the question searches (rag/models/priority.py)
@@ -73,8 +75,12 @@ def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | 
                                 options.retrieval_mode)
     timings.update(dense.timings)
     yield TurnStep(DENSE, query, dense, dict(timings))
-    with GATE.urgent():
-        final = rag.rerank(dense, options.top_n, options.rerank_instruction or None, options.use_reranker)
+    final = dense
+    # The reranker's worker holds the priority gate while it scores (rag/models/scores.py): no lock is held
+    # across these yields, which wait for the page.
+    for final in rag.rerank_steps(dense, options.top_n, options.rerank_instruction or None, options.use_reranker):
+        if final.pending:
+            yield TurnStep(RERANKING, query, final, dict(timings))  # "rerank" is timed once it is done
     timings.update(final.timings)
     yield TurnStep(RERANKED, query, final, dict(timings))
     started = time.perf_counter()

@@ -38,6 +38,10 @@ class Settings:
     rerank_batch_size: int = 8
     max_rerank_tokens: int = 1024  # per query+document pair, template included
     max_embed_tokens: int = 1024  # per document chunk
+    # Caches (rag/models/cache.py), bounded by entries; 0 turns one off. A query vector is ~4 KB (1024 floats),
+    # a rerank score ~0.3 KB with its key: together a few MB at these sizes.
+    query_cache_size: int = 256  # query embeddings, keyed by (instruction, query)
+    rerank_cache_size: int = 10_000  # rerank scores, keyed by (model, instruction, query, chunk content hash)
     # --- vector store -----------------------------------------------------------------------------
     data_dir: Path = field(default_factory=default_data_dir)
     milvus_uri: str | None = None  # local path = Milvus Lite; http(s)://... = server / Zilliz Cloud
@@ -71,6 +75,7 @@ class Settings:
     queue_max_size: int = 64  # requests waiting beyond these are refused with "queue full"
     max_upload_chunks: int = 1000  # chunks one upload from the app may add: one user can't hold the models for long
     max_private_chunks: int = 50_000  # all sessions' private uploads together: many sessions can't fill the disk
+    warm_start: bool = True  # after start-up, compute the example questions' retrievals in the background
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -91,6 +96,10 @@ class Settings:
                      "max_private_chunks"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use a whole number of at least 1.")
+        for name in ("query_cache_size", "rerank_cache_size"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{describe(name, getattr(self, name))}: use a whole number of entries, "
+                                    "0 to turn that cache off.")
         for name in ("max_rerank_tokens", "max_embed_tokens", "chunk_tokens"):
             if getattr(self, name) < 32:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use at least 32 tokens.")

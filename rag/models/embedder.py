@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
 
 from rag.errors import SettingsError
 from rag.models.batching import token_batches
+from rag.models.cache import BoundedCache
 from rag.models.contracts import ProgressFn
 from rag.models.priority import BACKGROUND_WAIT, GATE
 from rag.settings import DEFAULT_TASK
@@ -72,9 +72,7 @@ class SentenceTransformerEmbedder:
         self.dim = dim or self.full_dim
         # Models without instructions (MiniLM, ...) get their own query prompt, if any, not Qwen's.
         self.instruction_aware = is_instruction_aware(self.model.prompts)
-        self._query_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._cache_size = query_cache_size
-        self._cache_lock = threading.Lock()
+        self.query_cache: BoundedCache[np.ndarray] = BoundedCache(query_cache_size)  # (instruction, text) -> vector
         self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
 
     def _load(self, model_name: str, max_tokens: int):
@@ -151,15 +149,10 @@ class SentenceTransformerEmbedder:
 
     def embed_query(self, text: str, instruction: str | None = None) -> np.ndarray:
         key = (instruction or DEFAULT_TASK, text)
-        with self._cache_lock:
-            cached = self._query_cache.get(key)
-            if cached is not None:
-                self._query_cache.move_to_end(key)
-                return cached.copy()
+        cached = self.query_cache.get(key)
+        if cached is not None:
+            return cached.copy()
         with GATE.urgent():
             vector = self._encode([text], prompt=self.query_prompt(instruction))[0]
-        with self._cache_lock:
-            self._query_cache[key] = vector
-            if len(self._query_cache) > self._cache_size:
-                self._query_cache.popitem(last=False)
+        self.query_cache.put(key, vector)
         return vector.copy()
