@@ -55,6 +55,7 @@ class AppProcess:
             "GRADIO_TEMP_DIR": str(self.temp_dir), "GRADIO_ANALYTICS_ENABLED": "False",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
             "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost",
+            "RAG_WARM_START": "false",  # on only where a test checks it: it competes for the 2 shared cores
         })
         env.update(self.extra_env)
         return env
