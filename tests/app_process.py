@@ -19,7 +19,7 @@ from tests.browser_helpers import free_port
 from tests.ingest_files import CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 90.0  # seconds for the app to load the models and answer HTTP (2 shared cores)
+START_TIMEOUT = 150.0  # seconds for the app to load the models (two 151k-token tokenizers) and answer HTTP (2 shared cores)
 LLM_TIMEOUT = 4.0  # RAG_LLM_TIMEOUT of the test app: the "slow LLM" test waits for this
 
 

@@ -37,18 +37,31 @@ def test_warm_start_readies_the_example_questions_without_blocking_the_page(app)
     no_traceback(app.log_text())
 
 
-def test_rerank_progress_streams_through_the_queue_before_the_plot_and_answer(app):
+def sends_a_figure(output) -> bool:
+    """Whether a streamed plot output carries an image: a full value, or a diff adding or replacing its `plot`
+    field (a skipped output shows as {"__type__": "update"}, or as a diff to or from that marker)."""
+    if isinstance(output, dict):
+        return "plot" in output
+    return any(op in ("add", "replace") and (path == ["plot"] or (path == [] and isinstance(value, dict)
+                                                                  and "plot" in value))
+               for op, path, value in output)
+
+
+def test_rerank_progress_streams_through_the_queue_before_the_plot_and_answer(app, fresh_llm):
     config = httpx.get(app.url + "config", timeout=10).json()
     dep = next(d for d in config["dependencies"] if d.get("api_name") == "chat_ask")
     values = {c["id"]: c.get("props", {}).get("value") for c in config["components"]}
+    types = {c["id"]: c.get("type") for c in config["components"]}
     data = [values[i] for i in dep["inputs"]]
     data[0] = f"Where do otters and bees live? {uuid.uuid4().hex[:6]}"  # new: no score is cached
-    messages = [m for _, m in queue_messages(app.url, dep["id"], data, uuid.uuid4().hex[:11])]
-    completed_output(messages)
-    updates = [json.dumps(m) for m in messages if m.get("msg") == "process_generating"]
-    progress = [i for i, u in enumerate(updates) if re.search(r"reranked [1-6]/7", u)]
-    assert len(progress) >= 2, updates  # 7 candidates, 2 per batch: 3 partial steps
-    writing = next(i for i, u in enumerate(updates) if "Writing the answer" in u)
-    plots = [i for i, u in enumerate(updates) if '"type": "matplotlib"' in u]
-    assert progress[-1] < writing and plots and plots[-1] > progress[-1]
-    assert sum(1 for i in plots if i > progress[0]) == 1  # the final plot only: none drawn for a partial step
+    received = queue_messages(app.url, dep["id"], data, uuid.uuid4().hex[:11])
+    completed_output(received)
+    generating = [m["output"]["data"] for _, m in received if m.get("msg") == "process_generating"]
+    texts = [json.dumps(d) for d in generating]
+    plot = next(n for n, i in enumerate(dep["outputs"]) if types[i] == "plot")
+    progress = [n for n, t in enumerate(texts) if re.search(r"reranked [1-6]/7", t)]
+    assert len(progress) >= 2, texts  # 7 candidates, 2 per batch (the first alone): 4 batches, 3 partial steps
+    writing = next(n for n, t in enumerate(texts) if "Writing the answer" in t)
+    plots = [n for n, d in enumerate(generating) if sends_a_figure(d[plot])]
+    assert progress[-1] < writing and len(plots) == 2, (progress, writing, [str(d[plot])[:80] for d in generating])
+    assert plots[0] < progress[0] < progress[-1] < plots[1]  # with the dense table, then once all scores are in
