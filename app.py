@@ -109,6 +109,17 @@ def create_app(settings: Settings, default_kb: bool = True, judgments_file: str 
     return demo, rag
 
 
+def start_warm_up(rag: RAG, settings: Settings):
+    """The example questions' retrievals, computed in the background at the lowest priority (rag/warmup.py);
+    None when RAG_WARM_START is off."""
+    if not settings.warm_start:
+        return None
+    from rag.ui import EXAMPLE_QUESTIONS
+    from rag.warmup import WarmUp
+
+    return WarmUp(rag, EXAMPLE_QUESTIONS).start()
+
+
 def check_mcp() -> None:
     try:
         import mcp  # noqa: F401
@@ -125,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:  # settings are checked, and the data folder or server reached, before the models load
         settings = settings_from_args(args)
         host, port = server_address(args)
-        demo, _ = create_app(settings, default_kb=not args.no_default_kb, judgments_file=args.judgments_file)
+        demo, rag = create_app(settings, default_kb=not args.no_default_kb, judgments_file=args.judgments_file)
     except RAGError as exc:  # the message says what to change: one line, no traceback
         raise SystemExit(f"error: {exc}") from None
     from rag.ui import launch_options
@@ -137,7 +148,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     demo.queue(**queue_options(settings)).launch(server_name=host, server_port=port,
                                                  mcp_server=True if args.mcp else None, max_file_size=MAX_UPLOAD,
-                                                 **launch_options())
+                                                 prevent_thread_lock=True, **launch_options())
+    start_warm_up(rag, settings)  # once the server answers: it never delays the page
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from rag.types import SHARED_OWNER, Retrieval
 
 log = logging.getLogger(__name__)
 
-DENSE, RERANKED, ANSWER = "dense", "reranked", "answer"
+DENSE, RERANKING, RERANKED, ANSWER = "dense", "reranking", "reranked", "answer"
 
 
 @dataclass
@@ -57,7 +57,7 @@ class QueryOptions:
 
 @dataclass
 class TurnStep:
-    stage: str  # "dense" | "reranked" | "answer"
+    stage: str  # "dense" | "reranking" | "reranked" | "answer"
     query: str  # the standalone retrieval query (the question itself, or condensed from history)
     retrieval: Retrieval
     timings: dict[str, float] = field(default_factory=dict)
@@ -67,7 +67,9 @@ class TurnStep:
 
 def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | None,
              options: QueryOptions, owner: str = SHARED_OWNER) -> Iterator[TurnStep]:
-    """Yield the dense retrieval, then the reranked one, then every answer update (the last one done)."""
+    """Yield the first-stage retrieval, partial reranked ones (RERANKING: the scores known so far, as the reranker
+    finishes each batch or the score cache has them), the reranked one, then every answer update (the last one
+    done)."""
     timings: dict[str, float] = {}
     query = _condense(answerer, question, history, timings)
     with GATE.urgent():  # an upload's next step waits while the question searches (rag/models/priority.py)
@@ -75,7 +77,19 @@ def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | 
                                 options.retrieval_mode)
     timings.update(dense.timings)
     yield TurnStep(DENSE, query, dense, dict(timings))
-    final, warning = _rerank(rag, dense, options)
+    final, warning = dense, None
+    try:
+        # The reranker's worker holds the priority gate while it scores (rag/models/scores.py): no lock is held
+        # across these yields, which wait for the page.
+        for final in rag.rerank_steps(dense, options.top_n, options.rerank_instruction or None,
+                                      options.use_reranker):
+            if final.pending:
+                yield TurnStep(RERANKING, query, final, dict(timings))  # "rerank" is timed once it is done
+    except ModelServerError as exc:
+        # The question still gets its passages and an answer: in the first stage's order, with the reason.
+        log.warning("reranking failed, answering from the first stage's order: %s", exc)
+        final = rag.rerank(dense, options.top_n, use_reranker=False)
+        warning = f"Reranking failed, so the passages keep the first stage's order. {exc}"
     timings.update(final.timings)
     yield TurnStep(RERANKED, query, final, dict(timings), warning=warning)
     started = time.perf_counter()
@@ -83,18 +97,6 @@ def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | 
                                   temperature=options.temperature, spent=timings.get("condense", 0.0)):
         timings["generate"] = time.perf_counter() - started
         yield TurnStep(ANSWER, query, final, dict(timings), update, warning)
-
-
-def _rerank(rag: RAG, first: Retrieval, options: QueryOptions) -> tuple[Retrieval, str | None]:
-    """The reranked retrieval; when the reranker's model server fails, the first stage's order instead (the
-    question still gets its passages and an answer) and the reason as a warning."""
-    with GATE.urgent():
-        try:
-            return rag.rerank(first, options.top_n, options.rerank_instruction or None, options.use_reranker), None
-        except ModelServerError as exc:
-            log.warning("reranking failed, answering from the first stage's order: %s", exc)
-            fallback = rag.rerank(first, options.top_n, use_reranker=False)
-            return fallback, f"Reranking failed, so the passages keep the first stage's order. {exc}"
 
 
 def _condense(answerer: Answerer, question: str, history: list[dict] | None, timings: dict) -> str:

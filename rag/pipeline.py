@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from rag.ingest.ingestor import Ingestor
 from rag.ingest.inputs import Input, TextInput, file_inputs
@@ -17,6 +17,7 @@ from rag.ingest.loaders import IngestLimits
 from rag.ingest.report import IngestReport
 from rag.models import Embedder, Reranker, make_embedder, make_reranker
 from rag.models.priority import GATE
+from rag.models.scores import CachedScorer
 from rag.settings import Settings
 from rag.store import Store, make_client
 from rag.store.fusion import Fused, Ranked, adaptive, lexical_weight, rrf, weighted
@@ -63,6 +64,9 @@ class RAG:
                 client.close()  # release Milvus Lite's lock for the caller's next try
             raise
         self.ingestor = Ingestor(self.embedder, self.store, self.settings, limits)
+        # Reranker scores cached by (model, instruction, query, chunk content): repeats cost a lookup
+        self.scorer = CachedScorer(self.reranker, self.settings.rerank_cache_size) \
+            if self.reranker is not None else None
 
     # --- retrieval ------------------------------------------------------------------------------
     def dense_search(self, query: str, top_k: int | None = None, query_instruction: str | None = None,
@@ -153,27 +157,45 @@ class RAG:
 
     def rerank(self, retrieval: Retrieval, top_n: int | None = None,
                rerank_instruction: str | None = None, use_reranker: bool = True) -> Retrieval:
-        """Stage 2: score every candidate with the reranker, reorder, and mark the `top_n` for the LLM."""
+        """Stage 2: score every candidate with the reranker (or its score cache), reorder, and mark the
+        `top_n` for the LLM."""
+        final = retrieval
+        for final in self.rerank_steps(retrieval, top_n, rerank_instruction, use_reranker):
+            pass
+        return final
+
+    def rerank_steps(self, retrieval: Retrieval, top_n: int | None = None, rerank_instruction: str | None = None,
+                     use_reranker: bool = True) -> Iterator[Retrieval]:
+        """Stage 2 as it happens: partial results (first-stage order, the scores known so far, `pending` > 0)
+        after the cached scores and after each batch the reranker finishes, then the final one, reordered by
+        rerank score with the `top_n` selected (what `rerank` returns). Without reranking: the final one only.
+        Candidates are copies: the first stage's `retrieval` is left as it was."""
         top_n = top_n or self.settings.top_n
-        candidates = list(retrieval.candidates)
+        candidates = [replace(c) for c in retrieval.candidates]
         timings = dict(retrieval.timings)
         ran_on = dict(retrieval.ran_on)
-        reranked = bool(use_reranker and self.reranker is not None and candidates)
+        reranked = bool(use_reranker and self.scorer is not None and candidates)
         if reranked:
             ran_on["rerank"] = self.reranker.backend
             started = time.perf_counter()
-            scores = self.reranker.score(retrieval.query, [c.text for c in candidates],
-                                         rerank_instruction or self.settings.rerank_instruction)
-            timings["rerank"] = time.perf_counter() - started
-            for c, s in zip(candidates, scores):
-                c.rerank_score = float(s)
+            pending = len(candidates)
+            instruction = rerank_instruction or self.settings.rerank_instruction
+            for batch in self.scorer.batches(retrieval.query, [c.text for c in candidates], instruction):
+                for i, s in zip(batch.positions, batch.scores):
+                    candidates[i].rerank_score, candidates[i].rerank_cached = s, batch.cached
+                pending -= len(batch.positions)
+                timings["rerank"] = time.perf_counter() - started
+                if pending:
+                    yield Retrieval(query=retrieval.query, candidates=[replace(c) for c in candidates],
+                                    timings=dict(timings), mode=retrieval.mode, ran_on=dict(ran_on),
+                                    lexical_weight=retrieval.lexical_weight, pending=pending)
             candidates.sort(key=lambda c: (-c.rerank_score, c.first_rank))
             for rank, c in enumerate(candidates, start=1):
                 c.rerank_rank = rank
         for position, c in enumerate(candidates):
             c.selected = position < top_n
-        return Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=reranked,
-                         mode=retrieval.mode, ran_on=ran_on, lexical_weight=retrieval.lexical_weight)
+        yield Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=reranked,
+                        mode=retrieval.mode, ran_on=ran_on, lexical_weight=retrieval.lexical_weight)
 
     def retrieve(self, query: str, top_k: int | None = None, top_n: int | None = None,
                  query_instruction: str | None = None, rerank_instruction: str | None = None,

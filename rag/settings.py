@@ -51,6 +51,10 @@ class Settings:
     model_retries: int = 3  # retries after 429, 5xx or a refused connection, with backoff (Retry-After honoured)
     remote_batch_size: int = 64  # texts per embeddings request
     remote_batch_tokens: int = 16384  # tokens per embeddings request (the server's own limit may be lower)
+    # Caches (rag/models/cache.py), bounded by entries; 0 turns one off. A query vector is ~4 KB (1024 floats),
+    # a rerank score ~0.3 KB with its key: together a few MB at these sizes.
+    query_cache_size: int = 256  # query embeddings, keyed by (instruction, query)
+    rerank_cache_size: int = 10_000  # rerank scores, keyed by (model, instruction, query, chunk content hash)
     # --- vector store -----------------------------------------------------------------------------
     data_dir: Path = field(default_factory=default_data_dir)
     milvus_uri: str | None = None  # local path = Milvus Lite; http(s)://... = server / Zilliz Cloud
@@ -94,6 +98,7 @@ class Settings:
     # process serving it by at most this many seconds (it renews a lease every third of it; a process that
     # stopped without ending its sessions leaves them until the lease expires, then any replica removes them).
     session_ttl: float = 600.0
+    warm_start: bool = True  # after start-up, compute the example questions' retrievals in the background
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -122,6 +127,10 @@ class Settings:
                      "server_ingest_concurrency"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use a whole number of at least 1.")
+        for name in ("query_cache_size", "rerank_cache_size"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{describe(name, getattr(self, name))}: use a whole number of entries, "
+                                    "0 to turn that cache off.")
         for name in ("max_rerank_tokens", "max_embed_tokens", "chunk_tokens"):
             if getattr(self, name) < 32:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use at least 32 tokens.")

@@ -72,6 +72,7 @@ class Candidate:
     bm25_rank: int | None = None  # 1-based rank in the BM25 top_k list; None when only dense search found it
     fused_score: float | None = None  # first-stage score: adaptive / RRF / weighted in hybrid mode, else the mode's own
     fused_rank: int | None = None  # 1-based first-stage rank (None in traces from before hybrid search)
+    rerank_cached: bool = False  # the rerank score came from the score cache (rag.pipeline), not the model
 
     @property
     def first_rank(self) -> int:
@@ -117,7 +118,18 @@ class Retrieval:
     mode: str = "dense"  # the first stage: dense | bm25 | hybrid
     ran_on: dict[str, Backend] = field(default_factory=dict)  # model stage (embed_query, rerank) -> where it ran
     lexical_weight: float | None = None  # hybrid with adaptive fusion: BM25's share for this query (0..1)
+    pending: int = 0  # candidates still waiting for their rerank score (a partial result of `rerank_steps`)
 
     @property
     def selected(self) -> list[Candidate]:
         return [c for c in self.candidates if c.selected]
+
+    @property
+    def scored(self) -> int:
+        """Candidates with a rerank score so far."""
+        return sum(c.rerank_score is not None for c in self.candidates)
+
+    @property
+    def cached(self) -> int:
+        """Candidates whose rerank score came from the score cache."""
+        return sum(c.rerank_cached for c in self.candidates)

@@ -19,7 +19,7 @@ from tests.browser_helpers import free_port
 from tests.ingest_files import CORPUS
 
 ROOT = Path(__file__).resolve().parents[1]
-START_TIMEOUT = 90.0  # seconds for the app to load the models and answer HTTP (2 shared cores)
+START_TIMEOUT = 150.0  # seconds for the app to load the models (two 151k-token tokenizers) and answer HTTP (2 shared cores)
 LLM_TIMEOUT = 4.0  # RAG_LLM_TIMEOUT of the test app: the "slow LLM" test waits for this
 
 
@@ -55,6 +55,7 @@ class AppProcess:
             "GRADIO_TEMP_DIR": str(self.temp_dir), "GRADIO_ANALYTICS_ENABLED": "False",
             "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
             "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost",
+            "RAG_WARM_START": "false",  # on only where a test checks it: it competes for the 2 shared cores
         })
         env.update(self.extra_env)
         return env

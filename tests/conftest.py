@@ -17,13 +17,19 @@ from tests.model_factory import build_embedder, build_reranker  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_embedder_path(tmp_path_factory) -> Path:
-    return build_embedder(tmp_path_factory.mktemp("models") / "tiny-qwen3-embedding")
+def tokenizer_cache(tmp_path_factory) -> Path:
+    """Where Qwen's tokenizer is built once per session (~20 s) for every tiny model (tests/model_factory.py)."""
+    return tmp_path_factory.mktemp("tokenizer")
 
 
 @pytest.fixture(scope="session")
-def tiny_reranker_path(tmp_path_factory) -> Path:
-    return build_reranker(tmp_path_factory.mktemp("models") / "tiny-qwen3-reranker")
+def tiny_embedder_path(tmp_path_factory, tokenizer_cache) -> Path:
+    return build_embedder(tmp_path_factory.mktemp("models") / "tiny-qwen3-embedding", tokenizer_cache=tokenizer_cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_path(tmp_path_factory, tokenizer_cache) -> Path:
+    return build_reranker(tmp_path_factory.mktemp("models") / "tiny-qwen3-reranker", tokenizer_cache=tokenizer_cache)
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +53,15 @@ def tiny_reranker(tiny_reranker_path):
     return Qwen3Reranker(str(tiny_reranker_path), device="cpu", dtype="fp32")
 
 
+@pytest.fixture(scope="session")
+def small_batch_reranker(tiny_reranker):
+    """The tiny reranker's weights scoring two documents per batch: a question's scores come in several batches."""
+    from rag.models.reranker import Qwen3Reranker
+
+    return Qwen3Reranker(tiny_reranker.model_name, device="cpu", dtype="fp32", batch_size=2,
+                         model=tiny_reranker.model, tokenizer=tiny_reranker.tokenizer)
+
+
 @pytest.fixture
 def tiny_settings(tmp_path, tiny_embedder_path, tiny_reranker_path) -> Settings:
     """Settings for a fresh Milvus Lite database in a temporary folder, with the tiny models. Dense first
@@ -61,6 +76,15 @@ def tiny_settings(tmp_path, tiny_embedder_path, tiny_reranker_path) -> Settings:
 def tiny_rag(tiny_settings, tiny_embedder, tiny_reranker):
     """A RAG over a fresh database, sharing the session's loaded tiny models."""
     rag = RAG(tiny_settings, embedder=tiny_embedder, reranker=tiny_reranker)
+    yield rag
+    rag.close()
+
+
+@pytest.fixture
+def small_batch_rag(tiny_settings, tiny_embedder, small_batch_reranker, corpus_path):
+    """A fresh database with the corpus (so an empty score cache), reranking two candidates per batch."""
+    rag = RAG(tiny_settings, embedder=tiny_embedder, reranker=small_batch_reranker)
+    rag.ingest_paths([corpus_path])
     yield rag
     rag.close()
 

@@ -1,58 +1,48 @@
 """Build Qwen3 checkpoints locally (the hub is out of reach): tiny ones for tests, 0.6B-shaped for benchmarks.
 
-The weights are random, the architecture and tokenizer plumbing are the real ones: a byte-level BPE tokenizer
-trained on text shipped in this repo, with Qwen's special tokens, and `yes`/`no` as single tokens.
+The weights are random; the architecture and the tokenizer are the real ones: Qwen's own vocabulary
+(tests/qwen_tokenizer.py), so template tokenisation, the `yes`/`no` ids, chunk sizes and token counts are the
+released models'.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-CORPUS = Path(__file__).parent / "data" / "corpus.md"
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# Words of the reranker template: training on them gives them whole tokens, as in Qwen's vocabulary.
-TEMPLATE_WORDS = ("yes no Judge whether the Document meets the requirements based on the Query and the Instruct "
-                  "provided. Note that the answer can only be \"yes\" or \"no\". system user assistant think "
-                  "Instruct: Query: Document:\n")
+from tests import qwen_tokenizer
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
                  num_key_value_heads=8, head_dim=128, max_position_embeddings=40960)
-QWEN3_VOCAB = 151669
+QWEN3_VOCAB = qwen_tokenizer.VOCAB_SIZE  # 151669 embedding rows, as in the releases (151669 x 64 fp32: 39 MB)
+TOKENIZER_FILES = "qwen-tokenizer"
 
 
-def train_tokenizer(vocab_size: int = 1500, eos_post_processor: bool = False):
-    """A byte-level BPE `PreTrainedTokenizerFast` shaped like Qwen's; optionally appends <|endoftext|>
-    to every sequence, as Qwen3-Embedding's tokenizer does (its last-token pooling reads that token)."""
-    from tokenizers import (
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
+def tokenizer_folder(cache_dir: Path | None, embedder: bool) -> Path:
+    """A folder holding Qwen's tokenizer as the model kind ships it: the embedder's appends <|endoftext|> and
+    pads on the left. Rebuilding the BPE merges takes ~20 s, so with `cache_dir` (a test session's temp dir)
+    each kind is built once and copied from there afterwards."""
+    import tempfile
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    lines = CORPUS.read_text(encoding="utf-8").splitlines() + [TEMPLATE_WORDS] * 50
-    tok.train_from_iterator(lines, trainer=trainer)
-    if eos_post_processor:
-        eos_id = tok.token_to_id("<|endoftext|>")
-        tok.post_processor = processors.TemplateProcessing(
-            single="$A <|endoftext|>", pair="$A <|endoftext|> $B <|endoftext|>",
-            special_tokens=[("<|endoftext|>", eos_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-                                   model_max_length=32768)
-    for word in ("yes", "no"):
-        assert len(fast.encode(word, add_special_tokens=False)) == 1, f"{word!r} must be a single token"
-    return fast
+    root = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="qwen-tokenizer-"))
+    folder = root / TOKENIZER_FILES / ("embedder" if embedder else "reranker")
+    if not (folder / "tokenizer.json").is_file():
+        tokenizer = qwen_tokenizer.build(eos_post_processor=embedder)
+        if embedder:
+            tokenizer.padding_side = "left"
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        tokenizer.save_pretrained(partial)
+        partial.rename(folder)  # complete or absent: an interrupted build is never read back
+    return folder
+
+
+def copy_tokenizer(path: Path, cache_dir: Path | None, embedder: bool) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    for file in tokenizer_folder(cache_dir, embedder).iterdir():
+        shutil.copy(file, path / file.name)
 
 
 def torch_bf16():
@@ -76,35 +66,34 @@ def _qwen3(vocab_size: int, sizes: dict, seed: int, dtype="float32"):
     return model
 
 
-def build_reranker(path: Path, sizes: dict = TINY, seed: int = 0, bf16: bool = False) -> Path:
-    """`bf16=True` stores the weights in bf16, as the released Qwen3 checkpoints are."""
-    """A Qwen3ForCausalLM reranker folder (model + tokenizer), loadable by `AutoModelForCausalLM`."""
-    tokenizer = train_tokenizer()
-    vocab = QWEN3_VOCAB if sizes is QWEN3_06B else len(tokenizer)
-    model = _qwen3(vocab, sizes, seed)
+def build_reranker(path: Path, sizes: dict = TINY, seed: int = 0, bf16: bool = False,
+                   tokenizer_cache: Path | None = None) -> Path:
+    """A Qwen3ForCausalLM reranker folder (model + tokenizer), loadable by `AutoModelForCausalLM`.
+    `bf16=True` stores the weights in bf16, as the released Qwen3 checkpoints are; `tokenizer_cache`: see
+    `tokenizer_folder`."""
+    path = Path(path)
+    model = _qwen3(QWEN3_VOCAB, sizes, seed)
     if bf16:
         model.to(torch_bf16())
     model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return Path(path)
+    copy_tokenizer(path, tokenizer_cache, embedder=False)
+    return path
 
 
-def build_embedder(path: Path, sizes: dict = TINY, seed: int = 1, bf16: bool = False) -> Path:
+def build_embedder(path: Path, sizes: dict = TINY, seed: int = 1, bf16: bool = False,
+                   tokenizer_cache: Path | None = None) -> Path:
     """A sentence-transformers folder: Transformer (Qwen3Model) -> Pooling(lasttoken) -> Normalize,
     with the `query` prompt of Qwen3-Embedding."""
     from transformers import Qwen3Model
 
     path = Path(path)
-    tokenizer = train_tokenizer(eos_post_processor=True)
-    tokenizer.padding_side = "left"
-    vocab = QWEN3_VOCAB if sizes is QWEN3_06B else len(tokenizer)
-    causal = _qwen3(vocab, sizes, seed)
+    causal = _qwen3(QWEN3_VOCAB, sizes, seed)
     base = Qwen3Model(causal.config)
     base.load_state_dict(causal.model.state_dict())
     if bf16:
         base.to(torch_bf16())
     base.eval().save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    copy_tokenizer(path, tokenizer_cache, embedder=True)
     hidden = sizes["hidden_size"]
     (path / "1_Pooling").mkdir(parents=True, exist_ok=True)
     (path / "1_Pooling" / "config.json").write_text(json.dumps({

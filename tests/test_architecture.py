@@ -17,7 +17,7 @@ LAYERS = [
     {"rag.models", "rag.store", "rag.answer"},
     {"rag.ingest"},
     {"rag.pipeline"},
-    {"rag.chat", "rag.knowledge_base", "rag.eval", "rag.commands"},
+    {"rag.chat", "rag.knowledge_base", "rag.eval", "rag.commands", "rag.warmup"},
     {"rag.cli", "rag.ui", "rag.__main__", "rag"},
 ]
 

@@ -2,6 +2,7 @@
 import pytest
 
 from rag import RAG, Settings
+from rag.errors import SettingsError
 
 
 def test_retrieve_ranks_both_stages_and_selects_top_n(tiny_rag, corpus_path):
@@ -71,3 +72,43 @@ def test_missing_model_gives_an_actionable_error(tmp_path):
         Qwen3Reranker(str(tmp_path / "no-such-model"), device="cpu")
     with pytest.raises(ModelLoadError, match="RAG_EMBEDDING_MODEL"):
         RAG(Settings(embedding_model=str(tmp_path / "nothing-here"), reranker_model=None, data_dir=tmp_path))
+
+
+def test_rerank_steps_fill_scores_batch_by_batch_then_end_as_rerank_does(small_batch_rag):
+    first = small_batch_rag.first_stage("How do bees make honey?", top_k=7, mode="dense")
+    steps = list(small_batch_rag.rerank_steps(first, top_n=2))
+    partial, final = steps[:-1], steps[-1]
+    assert len(partial) >= 2 and all(s.pending and not s.reranked for s in partial)
+    assert [s.scored for s in partial] == sorted(s.scored for s in partial) and partial[0].scored > 0
+    assert all(s.scored + s.pending == 7 for s in partial)
+    for step in partial:  # first-stage order, no ranks or selection yet, and nothing from the cache
+        assert [c.chunk_id for c in step.candidates] == [c.chunk_id for c in first.candidates]
+        assert {c.rerank_rank for c in step.candidates} == {None} and not any(c.selected for c in step.candidates)
+    assert final.reranked and final.pending == 0 and final.scored == 7 and final.cached == 0
+    assert [c.rerank_rank for c in final.candidates] == list(range(1, 8))
+    assert {c.rerank_score for c in first.candidates} == {None}  # the first stage's result is left as it was
+    known = {c.chunk_id: c.rerank_score for c in partial[-1].candidates if c.rerank_score is not None}
+    assert all(c.rerank_score == known[c.chunk_id] for c in final.candidates if c.chunk_id in known)
+
+
+def test_a_repeated_query_takes_every_score_from_the_cache(small_batch_rag):
+    fresh = small_batch_rag.retrieve("How do bees make honey?", top_k=7, top_n=2, mode="dense")
+    again = small_batch_rag.retrieve("How do bees make honey?", top_k=7, top_n=2, mode="dense")
+    assert fresh.cached == 0 and again.cached == 7 and all(c.rerank_cached for c in again.candidates)
+    assert [(c.chunk_id, c.rerank_score, c.selected) for c in again.candidates] == \
+        [(c.chunk_id, c.rerank_score, c.selected) for c in fresh.candidates]
+    first = small_batch_rag.first_stage("How do bees make honey?", top_k=7, mode="dense")
+    assert len(list(small_batch_rag.rerank_steps(first))) == 1  # nothing to wait for: no partial step
+    other = small_batch_rag.retrieve("How do bees make honey?", top_k=7, rerank_instruction="Judge the topic")
+    assert other.cached == 0  # another instruction is another score
+
+
+def test_score_cache_size_is_a_setting(tiny_settings, tiny_embedder, tiny_reranker, corpus_path):
+    rag = RAG(tiny_settings.replace(rerank_cache_size=3), embedder=tiny_embedder,
+              reranker=tiny_reranker)
+    rag.ingest_paths([corpus_path])
+    rag.retrieve("bread", top_k=5, mode="dense")
+    assert len(rag.scorer.cache) == 3
+    rag.close()
+    with pytest.raises(SettingsError, match="rerank_cache_size.*0 to turn that cache off"):
+        Settings(rerank_cache_size=-1)

@@ -30,3 +30,13 @@ def token_batches(items: Sequence[int], lengths: Sequence[int], size: int, max_t
         width = grown
     if batch:
         yield batch
+
+
+def first_alone(batches: Iterator[list[int]]) -> Iterator[list[int]]:
+    """The same items, the first one in a batch of its own: when results are shown as batches finish, the first
+    one reaches the page after one text's work instead of a whole batch's (the rest keep their batches)."""
+    for position, batch in enumerate(batches):
+        if position == 0 and len(batch) > 1:
+            yield batch[:1]
+            batch = batch[1:]
+        yield batch

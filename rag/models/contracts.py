@@ -9,6 +9,7 @@ import numpy as np
 from rag.types import Backend
 
 ProgressFn = Callable[[int, int], None]  # (texts done, texts total)
+BatchFn = Callable[[list[int], list[float]], None]  # (positions in the documents, their scores) per batch
 
 
 class Embedder(Protocol):
@@ -34,5 +35,10 @@ class Reranker(Protocol):
 
     backend: Backend  # where it runs: this process (device, precision) or a model server (URL)
 
-    def score(self, query: str, documents: Sequence[str], instruction: str | None = None) -> list[float]:
-        """Scores in the documents' order; Qwen3-Reranker's are P("yes") in 0..1."""
+    model_name: str  # part of a cached score's key (rag.pipeline): another model scores differently
+
+    def score(self, query: str, documents: Sequence[str], instruction: str | None = None,
+              on_batch: BatchFn | None = None) -> list[float]:
+        """Scores in the documents' order; Qwen3-Reranker's are P("yes") in 0..1. `on_batch`, when given, is
+        called with each batch's positions and scores as soon as they are computed (the page fills its table
+        from it); batches may come in any order, and every position comes exactly once."""

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
 
 from rag.errors import SettingsError
 from rag.models.batching import token_batches
+from rag.models.cache import BoundedCache
 from rag.models.contracts import ProgressFn
-from rag.models.packed import last_token_states, pack_batches, packable, use_packed_attention
+from rag.models.packed import (
+    last_token_states,
+    pack_batches,
+    packable,
+    use_packed_attention,
+)
 from rag.models.priority import BACKGROUND_WAIT, GATE
 from rag.settings import DEFAULT_TASK
 from rag.types import Backend
@@ -51,29 +56,6 @@ def count_tokens(tokenizer, texts: Sequence[str]) -> list[int]:
     if not texts:
         return []
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
-
-
-class QueryCache:
-    """The last `size` query vectors by (instruction, text): a repeated question skips the model."""
-
-    def __init__(self, size: int = 256):
-        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> np.ndarray | None:
-        with self._lock:
-            vector = self._items.get(key)
-            if vector is None:
-                return None
-            self._items.move_to_end(key)
-            return vector.copy()
-
-    def put(self, key: tuple[str, str], vector: np.ndarray) -> None:
-        with self._lock:
-            self._items[key] = vector.copy()
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
 
 
 def truncate_and_normalise(vectors: np.ndarray, dim: int | None) -> np.ndarray:
@@ -118,7 +100,7 @@ class SentenceTransformerEmbedder:
         self.packed = packable(self.model)
         if self.packed:
             use_packed_attention(self.model)
-        self._query_cache = QueryCache(query_cache_size)
+        self.query_cache: BoundedCache[np.ndarray] = BoundedCache(query_cache_size)  # (instruction, text) -> vector
         self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
 
     def _load(self, model_name: str, max_tokens: int):
@@ -220,14 +202,14 @@ class SentenceTransformerEmbedder:
 
     def embed_query(self, text: str, instruction: str | None = None) -> np.ndarray:
         key = (instruction or DEFAULT_TASK, text)
-        cached = self._query_cache.get(key)
+        cached = self.query_cache.get(key)
         if cached is not None:
-            return cached
+            return cached.copy()
         prompt = self.query_prompt(instruction)
         with GATE.urgent():
             if self.packed:
                 vector = self._encode_packed(self._token_ids([(prompt or "") + text]))[0]
             else:
                 vector = self._encode([text], prompt=prompt)[0]
-        self._query_cache.put(key, vector)
+        self.query_cache.put(key, vector)
         return vector.copy()

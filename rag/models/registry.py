@@ -20,7 +20,8 @@ def _local_embedder(settings: Settings) -> Embedder:
 
     return SentenceTransformerEmbedder(settings.embedding_model, dim=settings.embedding_dim, device=settings.device,
                                        dtype=settings.dtype, batch_size=settings.embed_batch_size,
-                                       max_tokens=settings.max_embed_tokens)
+                                       max_tokens=settings.max_embed_tokens,
+                                       query_cache_size=settings.query_cache_size)
 
 
 def _local_reranker(settings: Settings) -> Reranker:

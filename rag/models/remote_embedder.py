@@ -21,8 +21,9 @@ import numpy as np
 
 from rag.errors import ModelServerBadResponse, ModelServerRejected, SettingsError
 from rag.models.batching import token_batches
+from rag.models.cache import BoundedCache
 from rag.models.contracts import ProgressFn
-from rag.models.embedder import QueryCache, count_tokens, prompt_for_query, truncate_and_normalise
+from rag.models.embedder import count_tokens, prompt_for_query, truncate_and_normalise
 from rag.models.http import ModelServer, Role, check_count
 from rag.settings import DEFAULT_TASK
 from rag.types import Backend
@@ -52,7 +53,7 @@ class RemoteEmbedder:
             len(self.tokenizer("x", add_special_tokens=False)["input_ids"])
         self._dimensions_accepted: bool | None = None  # None until a request with `dimensions` was answered
         self._state_lock = threading.Lock()
-        self._query_cache = QueryCache(query_cache_size)
+        self.query_cache: BoundedCache[np.ndarray] = BoundedCache(query_cache_size)  # (instruction, text) -> vector
         self.full_dim: int | None = None
         if dim is None:
             self.full_dim = self._request(["dimension probe"], None).shape[1]
@@ -82,12 +83,12 @@ class RemoteEmbedder:
 
     def embed_query(self, text: str, instruction: str | None = None) -> np.ndarray:
         key = (instruction or DEFAULT_TASK, text)
-        cached = self._query_cache.get(key)
+        cached = self.query_cache.get(key)
         if cached is not None:
-            return cached
+            return cached.copy()
         prompt = prompt_for_query(self.prompts, instruction) or ""
         vector = self._request([self._cut(prompt + text)], self.dim)[0]
-        self._query_cache.put(key, vector)
+        self.query_cache.put(key, vector)
         return vector.copy()
 
     # --- requests --------------------------------------------------------------------------------------

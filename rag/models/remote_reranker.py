@@ -17,6 +17,7 @@ import logging
 from typing import Callable, Sequence
 
 from rag.errors import ModelServerBadResponse, SettingsError
+from rag.models.contracts import BatchFn
 from rag.models.http import ModelServer, Role, check_count, finite_scores
 from rag.models.reranker import template_document, template_query
 from rag.types import Backend
@@ -46,15 +47,18 @@ class RemoteReranker:
     def backend(self) -> Backend:
         return Backend("server", url=self.server.base_url, api=self.api)
 
-    def score(self, query: str, documents: Sequence[str], instruction: str | None = None) -> list[float]:
+    def score(self, query: str, documents: Sequence[str], instruction: str | None = None,
+              on_batch: BatchFn | None = None) -> list[float]:
         if not documents:
             return []
         if self.template:
             query, documents = template_query(query, instruction), [template_document(d) for d in documents]
         scores: list[float] = []
         for start in range(0, len(documents), self.batch_size):
-            batch = list(documents[start:start + self.batch_size])
-            scores.extend(APIS[self.api](self, query, batch))
+            batch = APIS[self.api](self, query, list(documents[start:start + self.batch_size]))
+            if on_batch is not None:  # the page fills its table request by request
+                on_batch(list(range(start, start + len(batch))), batch)
+            scores.extend(batch)
         return scores
 
     # --- the three shapes: (query, documents) -> scores in the documents' order ---------------------------

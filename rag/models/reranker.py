@@ -13,7 +13,8 @@ import logging
 import threading
 from typing import Sequence
 
-from rag.models.batching import token_batches
+from rag.models.batching import first_alone, token_batches
+from rag.models.contracts import BatchFn
 from rag.models.priority import GATE
 from rag.settings import DEFAULT_TASK
 from rag.types import Backend
@@ -129,7 +130,8 @@ class Qwen3Reranker:
         """The ids every pair of this query starts with, if its tokenisation splits there (checked per pair)."""
         return self.prefix_ids + self.tokenizer.encode(query_part(query, instruction), add_special_tokens=False)
 
-    def score(self, query: str, documents: Sequence[str], instruction: str | None = None) -> list[float]:
+    def score(self, query: str, documents: Sequence[str], instruction: str | None = None,
+              on_batch: BatchFn | None = None) -> list[float]:
         if not documents:
             return []
         sequences = self.encode_pairs(query, documents, instruction)
@@ -147,21 +149,26 @@ class Qwen3Reranker:
 
                 head_kv = encode_head(self.model.model, head)
                 tail_lengths = [len(sequences[i]) - len(head) for i in cached]
-                for batch in token_batches(cached, tail_lengths, self.batch_size, self.batch_tokens):
+                batches = token_batches(cached, tail_lengths, self.batch_size, self.batch_tokens)
+                for batch in first_alone(batches) if on_batch else batches:  # the shortest: first on the page
                     tails = [sequences[i][len(head):] for i in batch]
-                    self._fill(scores, batch, self._last_hidden_cached(head_kv, tails))
+                    self._fill(scores, batch, self._last_hidden_cached(head_kv, tails), on_batch)
             lengths = [len(sequences[i]) for i in full]
-            for batch in token_batches(full, lengths, self.batch_size, self.batch_tokens):
-                self._fill(scores, batch, self._last_hidden([sequences[i] for i in batch]))
+            batches = token_batches(full, lengths, self.batch_size, self.batch_tokens)
+            for batch in first_alone(batches) if on_batch and not cached else batches:
+                self._fill(scores, batch, self._last_hidden([sequences[i] for i in batch]), on_batch)
         return scores
 
-    def _fill(self, scores: list[float], batch: list[int], hidden) -> None:
+    def _fill(self, scores: list[float], batch: list[int], hidden, on_batch: BatchFn | None) -> None:
         import torch
 
         weight, bias = self._yes_no_rows
         logits = hidden.float() @ weight.T + bias  # columns: no, yes
-        for i, s in zip(batch, torch.softmax(logits, dim=-1)[:, 1].tolist()):
+        batch_scores = torch.softmax(logits, dim=-1)[:, 1].tolist()
+        for i, s in zip(batch, batch_scores):
             scores[i] = s
+        if on_batch is not None:
+            on_batch(list(batch), batch_scores)
 
     def _last_hidden_cached(self, head_kv, tails: list[list[int]]):
         from rag.models.prefix_cache import last_hidden_after_head

@@ -20,7 +20,7 @@ def candidate_dict(c: Candidate) -> dict:
             "fused_rank": c.fused_rank, "fused_score": None if c.fused_score is None else round(c.fused_score, 6),
             "rerank_rank": c.rerank_rank,
             "rerank_score": None if c.rerank_score is None else round(c.rerank_score, 6),
-            "selected": c.selected}
+            "rerank_cached": c.rerank_cached, "selected": c.selected}
 
 
 def retrieval_dict(retrieval: Retrieval, timings: dict[str, float] | None = None) -> dict:
@@ -88,7 +88,7 @@ def register_api(rag: RAG, answerer: Answerer, settings) -> None:
         Returns:
             a dict: query, mode, reranked, candidates (in final order, each with text, source, heading,
             dense_rank, dense_score, bm25_rank, bm25_score, fused_rank, fused_score, rerank_rank, rerank_score,
-            selected) and timings (seconds per stage).
+            rerank_cached (the score came from the score cache), selected) and timings (seconds per stage).
         """
         options = QueryOptions.from_settings(settings, top_k=top_k, top_n=top_n, retrieval_mode=retrieval_mode,
                                              use_reranker=use_reranker and rag.reranker is not None)

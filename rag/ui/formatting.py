@@ -13,10 +13,11 @@ from rag.ingest.inputs import clean_name
 from rag.types import Backend, Candidate, Retrieval
 from rag.ui.safety import escape_html, safe_markdown
 
-TABLE_HEADERS = ["LLM", "Rerank #", "First #", "Dense #", "BM25 #", "Δ rank", "Rerank score", "Embedding score",
-                 "BM25 score", "Found by", "Source", "Snippet"]
+TABLE_HEADERS = ["LLM", "Rerank #", "First #", "Dense #", "BM25 #", "Δ rank", "Rerank score", "Scored by",
+                 "Embedding score", "BM25 score", "Found by", "Source", "Snippet"]
 FOUND_BY = {"both": "both", "dense": "dense only", "bm25": "BM25 only"}
 PENDING = "…"  # a reranker value that is still being computed
+SCORED_BY_CACHE, SCORED_BY_MODEL = "cache", "model"  # where a rerank score came from (the "Scored by" column)
 SNIPPET_CHARS = 90
 STAGE_LABELS = {"condense": "condense question", "embed_query": "embed query", "search": "search",
                 "bm25": "BM25 search", "scores": "fuse + scores", "rerank": "rerank", "generate": "generate"}
@@ -48,14 +49,20 @@ def rank_delta(candidate: Candidate) -> str:
 
 
 def candidate_row(candidate: Candidate, top_n: int, reranked: bool, pending: bool) -> list[str]:
+    """`pending`: the reranker is still running; scores already known (cached, or from a finished batch) show,
+    ranks and the LLM mark wait for all of them."""
+    if candidate.rerank_score is None:
+        rerank_score = scored_by = PENDING if pending else ""
+    else:
+        rerank_score = f"{candidate.rerank_score:.4f}"
+        scored_by = SCORED_BY_CACHE if candidate.rerank_cached else SCORED_BY_MODEL
     if pending:
-        rerank_rank = rerank_score = PENDING
+        rerank_rank = PENDING
     else:
         rerank_rank = "" if candidate.rerank_rank is None else str(candidate.rerank_rank)
-        rerank_score = "" if candidate.rerank_score is None else f"{candidate.rerank_score:.4f}"
     mark = PENDING if pending else llm_mark(candidate, top_n, reranked)
     return [mark, rerank_rank, str(candidate.first_rank), _rank(candidate.dense_rank), _rank(candidate.bm25_rank),
-            "" if pending else rank_delta(candidate), rerank_score, f"{candidate.dense_score:.4f}",
+            "" if pending else rank_delta(candidate), rerank_score, scored_by, f"{candidate.dense_score:.4f}",
             f"{candidate.bm25_score:.3f}", FOUND_BY[candidate.found_by], clean_name(candidate.source), snippet(candidate.text)]
 
 
@@ -98,6 +105,24 @@ def timings_markdown(timings: dict[str, float], running: str | None = None,
 
 def _where(backend: Backend | None) -> str:
     return f" ({safe_markdown(backend.describe())})" if backend else ""
+
+
+def rerank_progress(retrieval: Retrieval) -> str:
+    """`reranked 4/10 (3 from the score cache)` while the reranker runs or once it is done; "" without it."""
+    total, scored = len(retrieval.candidates), retrieval.scored
+    if not total or (not scored and not retrieval.pending):
+        return ""
+    cached = retrieval.cached
+    return f"reranked {scored}/{total}" + (f" ({cached} from the score cache)" if cached else "")
+
+
+def status_markdown(timings: dict[str, float], retrieval: Retrieval | None, running: str | None = None,
+                    ran_on: dict[str, Backend] | None = None) -> str:
+    """The timings line (with where each model stage ran), and under it where the rerank scores came from (how
+    many the score cache had)."""
+    line = timings_markdown(timings, running, ran_on)
+    progress = rerank_progress(retrieval) if retrieval is not None else ""
+    return line + (f"  \n**Rerank:** {progress}" if progress else "")
 
 
 # --- passage cards ---------------------------------------------------------------------------------------

@@ -17,7 +17,15 @@ import pandas as pd
 
 import rag.ui.formatting as fmt
 from rag.answer import Answerer
-from rag.chat import ANSWER, DENSE, RERANKED, QueryOptions, TurnStep, run_turn
+from rag.chat import (
+    ANSWER,
+    DENSE,
+    RERANKED,
+    RERANKING,
+    QueryOptions,
+    TurnStep,
+    run_turn,
+)
 from rag.errors import InputError, RAGError, user_message
 from rag.eval.session import TurnRecord
 from rag.ingest import IngestCancelled
@@ -44,7 +52,7 @@ from rag.ui.view import KEEP, Keep, View
 log = logging.getLogger(__name__)
 
 SEARCHING = "Searching the knowledge base…"
-RERANKING = "Reranking {k} candidates…"
+RERANKING_TEXT = "Reranking {k} candidates…"
 WRITING = "Writing the answer…"
 EMPTY_KB = ("No passages found: the knowledge base is empty. Add documents in the **Knowledge** tab, "
             "then ask again.")
@@ -198,6 +206,9 @@ class ChatHandlers:
 
     @staticmethod
     def _step_views(view: ChatView, stage: str, record: TurnRecord | Keep) -> Iterator[ChatView]:
+        if stage == RERANKING:  # scores fill the table as they come; the plot waits for all of them
+            yield replace(view, plot=KEEP, cards=KEEP)
+            return
         if stage == DENSE:
             # Table first: Gradio encodes every output of a yield before sending it, and the plot takes
             # ~0.4 s to draw and encode on a 2-core CPU. The plot (and a settled record) follow right after.
@@ -210,15 +221,15 @@ class ChatHandlers:
         if step.stage == ANSWER:
             return self._answer_view(step, turn, chat)
         retrieval = step.retrieval
-        pending = step.stage == DENSE and options.use_reranker
+        pending = step.stage == RERANKING or (step.stage == DENSE and options.use_reranker)
         running = "rerank" if pending else ("generate" if step.stage != DENSE else None)
         ran_on = dict(retrieval.ran_on)
         if pending and self.rag.reranker is not None:
             ran_on["rerank"] = self.rag.reranker.backend
+        plot = KEEP if step.stage == RERANKING else ranking_figure(retrieval, options.top_n, pending)
         return ChatView(chatbot=_with_reply(chat, self._progress_text(step, pending)),
-                        table=fmt.candidates_table(retrieval, options.top_n, pending),
-                        plot=ranking_figure(retrieval, options.top_n, pending),
-                        timings=fmt.timings_markdown(step.timings, running, ran_on),
+                        table=fmt.candidates_table(retrieval, options.top_n, pending), plot=plot,
+                        timings=fmt.status_markdown(step.timings, retrieval, running, ran_on),
                         cards=fmt.passage_cards(None if pending else retrieval, turn),
                         candidates=list(retrieval.candidates))
 
@@ -232,13 +243,17 @@ class ChatHandlers:
             gr.Warning(update.error)
         running = None if update.done else "generate"
         return ChatView(chatbot=_with_reply(chat, text),
-                        timings=fmt.timings_markdown(step.timings, running, step.retrieval.ran_on))
+                        timings=fmt.status_markdown(step.timings, step.retrieval, running, step.retrieval.ran_on))
 
     @staticmethod
     def _progress_text(step: TurnStep, pending: bool) -> str:
+        """`Reranking 10 candidates… reranked 4/10` while the reranker runs, then `Writing the answer…`."""
         if not step.retrieval.candidates:
             return EMPTY_KB
-        return RERANKING.format(k=len(step.retrieval.candidates)) if pending else WRITING
+        if not pending:
+            return WRITING
+        progress = fmt.rerank_progress(step.retrieval)
+        return RERANKING_TEXT.format(k=len(step.retrieval.candidates)) + (f" {progress}" if progress else "")
 
     @staticmethod
     def clear() -> ChatView:

@@ -1,4 +1,4 @@
-from rag.models.batching import token_batches
+from rag.models.batching import first_alone, token_batches
 
 
 def test_batches_close_before_padding_waste():
@@ -19,3 +19,9 @@ def test_every_item_lands_in_exactly_one_batch():
     batches = list(token_batches(list(range(10)), lengths, 3, max_tokens=600))
     assert sorted(i for b in batches for i in b) == list(range(10))
     assert all(len(b) <= 3 and len(b) * max(lengths[i] for i in b) <= max(600, lengths[b[0]]) for b in batches)
+
+
+def test_first_alone_splits_only_the_first_batch():
+    assert list(first_alone(iter([[0, 1, 2], [3, 4]]))) == [[0], [1, 2], [3, 4]]
+    assert list(first_alone(iter([[0], [1, 2]]))) == [[0], [1, 2]]
+    assert list(first_alone(iter([]))) == []

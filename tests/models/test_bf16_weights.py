@@ -13,9 +13,10 @@ from tests.reference import ReferenceEmbedder, ReferenceReranker
 
 
 @pytest.fixture(scope="module")
-def bf16_paths(tmp_path_factory):
+def bf16_paths(tmp_path_factory, tokenizer_cache):
     root = tmp_path_factory.mktemp("bf16-models")
-    return build_embedder(root / "emb", bf16=True), build_reranker(root / "rr", bf16=True)
+    return (build_embedder(root / "emb", bf16=True, tokenizer_cache=tokenizer_cache),
+            build_reranker(root / "rr", bf16=True, tokenizer_cache=tokenizer_cache))
 
 
 def test_checkpoint_dtype_is_read_from_the_config(bf16_paths, tiny_reranker_path):

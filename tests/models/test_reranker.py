@@ -52,3 +52,13 @@ def test_long_document_is_cut_in_the_body_never_the_template(tiny_reranker_path,
 
 def test_no_documents_no_scores(tiny_reranker):
     assert tiny_reranker.score(QUERY, []) == []
+
+
+def test_each_batch_is_reported_once_as_it_is_scored(tiny_reranker, small_batch_reranker):
+    reported: list[tuple[list[int], list[float]]] = []
+    scores = small_batch_reranker.score(QUERY, DOCS, on_batch=lambda positions, s: reported.append((positions, s)))
+    assert len(reported) >= 3 and all(len(p) <= 2 for p, _ in reported)  # 5 documents, 2 per batch
+    assert len(reported[0][0]) == 1  # the first score alone: it reaches the page after one document's work
+    assert sorted(i for p, _ in reported for i in p) == list(range(len(DOCS)))
+    assert all(scores[i] == s for p, batch in reported for i, s in zip(p, batch))
+    assert scores == pytest.approx(tiny_reranker.score(QUERY, DOCS), abs=1e-5)

@@ -64,7 +64,11 @@ def test_hostile_documents_and_names_show_as_text_and_nothing_runs(browser, app,
     expect(page.locator("#rag-documents")).to_contain_text("onerror=window.__x8=1.md")
     page.get_by_role("tab", name="Chat").click()
     page.click("text=Settings (apply")
-    set_number(page, "top_n: passages sent to the LLM", 10)  # every passage gets a card
+    # BM25 first stage: the candidates are the chunks sharing a word with the question, wherever the tiny
+    # models' random weights rank them; every one of them gets a card (fewer than 20 match)
+    page.locator("#rag-retrieval-mode").get_by_label("bm25").check()
+    set_number(page, "top_k: candidates retrieved", 20)
+    set_number(page, "top_n: passages sent to the LLM", 20)
     ask(page, "kelp payload html body")
     cards = page.locator("#rag-cards")
     expect(cards).to_contain_text("<script>window.__x1 = 1")

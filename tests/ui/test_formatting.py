@@ -35,6 +35,22 @@ def test_pending_table_has_dense_values_only():
     assert list(table["Rerank #"]) == [fmt.PENDING] * 2 and list(table["Dense #"]) == ["1", "2"]
 
 
+def test_a_partial_table_shows_the_scores_known_so_far_and_where_they_came_from():
+    rows = [candidate(1, None, False), candidate(2, None, False), candidate(3, None, False)]
+    rows[0].rerank_score, rows[0].rerank_cached = 0.25, True
+    rows[2].rerank_score = 0.75
+    partial = Retrieval("q", rows, pending=1)
+    table = fmt.candidates_table(partial, top_n=1, pending=True)
+    assert list(table["Rerank score"]) == ["0.2500", fmt.PENDING, "0.7500"]
+    assert list(table["Scored by"]) == [fmt.SCORED_BY_CACHE, fmt.PENDING, fmt.SCORED_BY_MODEL]
+    assert set(table["Rerank #"]) == set(table["LLM"]) == {fmt.PENDING}  # ranks wait for every score
+    assert fmt.rerank_progress(partial) == "reranked 2/3 (1 from the score cache)"
+    assert fmt.status_markdown({"rerank": 0.2}, partial, "rerank").endswith(
+        "rerank …  \n**Rerank:** reranked 2/3 (1 from the score cache)")
+    assert fmt.rerank_progress(Retrieval("q", [candidate(1, None, False)])) == ""  # no reranker: no line
+    assert list(fmt.candidates_table(reranked(), top_n=2)["Scored by"]) == [fmt.SCORED_BY_MODEL] * 4
+
+
 def test_timings_name_every_stage_and_the_running_one():
     assert fmt.timings_markdown({"embed_query": 0.012, "rerank": 1.5}) == (
         "**Timings:** embed query **12 ms** · rerank **1.50 s** · total **1.51 s**")

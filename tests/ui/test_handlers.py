@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -138,6 +139,50 @@ def test_dense_table_is_sent_before_the_plot_is_drawn(llm_chat):
     outputs = bind(ChatView, SimpleNamespace(**{n: n for n in ChatView.names()}), llm_chat.ask)["outputs"]
     values = dict(zip(outputs, steps[first_table].values()))  # what Gradio is given for that yield
     assert isinstance(values["table"], pd.DataFrame) and is_skip(values["plot"])
+
+
+@pytest.fixture
+def progressive_chat(small_batch_rag, openai_server):
+    """Chat over a fresh corpus database (empty score cache) whose reranker scores two candidates per batch."""
+    settings = small_batch_rag.settings.replace(llm_base_url=openai_server.base_url)
+    return ChatHandlers(small_batch_rag, settings, Answerer(settings))
+
+
+def test_rerank_scores_fill_the_table_batch_by_batch_then_plot_and_answer_follow(progressive_chat, openai_server):
+    openai_server.reply = "Bees make honey [1]."
+    steps = run_ask(progressive_chat, "How do bees make honey?", top_k=7, retrieval_mode="dense")
+    tables = [(i, t) for i, t in enumerate(sent(steps, "table")) if isinstance(t, pd.DataFrame)]
+    scored = [sum(v != fmt.PENDING for v in t["Rerank score"]) for _, t in tables]
+    assert scored[0] == 0 and scored[-1] == 7  # the dense table first, the complete one last
+    partial = scored[1:-1]
+    assert len(partial) >= 2 and all(0 < n < 7 for n in partial) and partial == sorted(partial)
+    for _, table in tables[1:-1]:  # ranks and the LLM marks wait for every score; known ones say where from
+        assert set(table["Rerank #"]) == {fmt.PENDING} and set(table["LLM"]) == {fmt.PENDING}
+        assert set(table["Scored by"]) == {fmt.SCORED_BY_MODEL, fmt.PENDING}
+    assert list(tables[-1][1]["Rerank #"]) == [str(i) for i in range(1, 8)]
+    replies = [chat[-1]["content"] for chat in sent(steps, "chatbot")]
+    progress = [r for r in replies if re.fullmatch(r"Reranking 7 candidates… reranked \d/7", r)]
+    assert [int(r[-3]) for r in progress] == partial
+    # the plot: once with the dense table, once when every score is in, never in between
+    figure_steps = [i for i, v in enumerate(steps) if v.plot is not KEEP]
+    last_partial = max(i for i, v in enumerate(steps) if isinstance(v.chatbot, list)
+                       and v.chatbot[-1]["content"] in progress)
+    assert len(figure_steps) == 2 and figure_steps[1] > last_partial
+    first_answer = next(i for i, v in enumerate(steps) if isinstance(v.chatbot, list)
+                        and "Bees make honey" in v.chatbot[-1]["content"])
+    assert first_answer > last_partial and len(openai_server.requests) == 1
+
+
+def test_asking_again_shows_scores_from_the_cache_at_once(progressive_chat):
+    first = run_ask(progressive_chat, "How do bees make honey?", top_k=7, retrieval_mode="dense")
+    again = run_ask(progressive_chat, "How do bees make honey?", top_k=7, retrieval_mode="dense")
+    tables = [t for t in sent(again, "table") if isinstance(t, pd.DataFrame)]
+    assert len(tables) == 2 and set(tables[-1]["Scored by"]) == {fmt.SCORED_BY_CACHE}  # dense, then complete
+    assert list(tables[-1]["Rerank score"]) == list([t for t in sent(first, "table")
+                                                     if isinstance(t, pd.DataFrame)][-1]["Rerank score"])
+    assert "**Rerank:** reranked 7/7 (7 from the score cache)" in sent(again, "timings")[-1]
+    assert "from the score cache" not in sent(first, "timings")[-1]
+    assert "**Rerank:** reranked 7/7" in sent(first, "timings")[-1]
 
 
 def test_reranker_off_keeps_the_dense_order(llm_chat):
