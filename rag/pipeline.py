@@ -64,9 +64,17 @@ class RAG:
                 client.close()  # release Milvus Lite's lock for the caller's next try
             raise
         self.ingestor = Ingestor(self.embedder, self.store, self.settings, limits)
-        # Reranker scores cached by (model, instruction, query, chunk content): repeats cost a lookup
-        self.scorer = CachedScorer(self.reranker, self.settings.rerank_cache_size) \
-            if self.reranker is not None else None
+
+    @property
+    def reranker(self) -> Reranker | None:
+        return self._reranker
+
+    @reranker.setter
+    def reranker(self, reranker: Reranker | None) -> None:
+        """A new reranker comes with its score cache: scores cached by (model, instruction, query, chunk
+        content), so repeats cost a lookup (rag/models/scores.py)."""
+        self._reranker = reranker
+        self.scorer = CachedScorer(reranker, self.settings.rerank_cache_size) if reranker is not None else None
 
     # --- retrieval ------------------------------------------------------------------------------
     def dense_search(self, query: str, top_k: int | None = None, query_instruction: str | None = None,

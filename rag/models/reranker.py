@@ -159,7 +159,7 @@ class Qwen3Reranker:
                 self._fill(scores, batch, self._last_hidden([sequences[i] for i in batch]), on_batch)
         return scores
 
-    def _fill(self, scores: list[float], batch: list[int], hidden, on_batch: BatchFn | None) -> None:
+    def _fill(self, scores: list[float], batch: list[int], hidden, on_batch: BatchFn | None = None) -> None:
         import torch
 
         weight, bias = self._yes_no_rows
