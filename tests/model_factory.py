@@ -1,7 +1,10 @@
 """Build Qwen3 checkpoints locally (the hub is out of reach): tiny ones for tests, 0.6B-shaped for benchmarks.
 
-The weights are random, the architecture and tokenizer plumbing are the real ones: a byte-level BPE tokenizer
-trained on text shipped in this repo, with Qwen's special tokens, and `yes`/`no` as single tokens.
+The weights are random, the architecture and tokenizer plumbing are the real ones. The tokenizer is, by
+default, a byte-level BPE trained on text shipped in this repo, with Qwen's special tokens and `yes`/`no` as
+single tokens; `tokenizer="qwen"` puts Qwen's real one in instead (tests/qwen_tokenizer.py, 151,669 ids), as
+a model server needs for the same ids on both sides. `VLLM_TINY` is `TINY` with vLLM's smallest CPU attention
+head (32; it rejects 16).
 """
 from __future__ import annotations
 
@@ -17,9 +20,21 @@ TEMPLATE_WORDS = ("yes no Judge whether the Document meets the requirements base
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+VLLM_TINY = dict(TINY, num_attention_heads=2, num_key_value_heads=1, head_dim=32)
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
                  num_key_value_heads=8, head_dim=128, max_position_embeddings=40960)
 QWEN3_VOCAB = 151669
+
+
+def make_tokenizer(kind: str = "trained", eos_post_processor: bool = False):
+    """`trained` (small, this repo's text) or `qwen` (Qwen2/Qwen3's real tokenizer)."""
+    if kind == "qwen":
+        from tests import qwen_tokenizer
+
+        return qwen_tokenizer.build(eos_post_processor=eos_post_processor)
+    if kind == "trained":
+        return train_tokenizer(eos_post_processor=eos_post_processor)
+    raise ValueError(f"tokenizer {kind!r}: use 'trained' or 'qwen'")
 
 
 def train_tokenizer(vocab_size: int = 1500, eos_post_processor: bool = False):
@@ -69,17 +84,18 @@ def _qwen3(vocab_size: int, sizes: dict, seed: int, dtype="float32"):
     config = Qwen3Config(vocab_size=vocab_size, tie_word_embeddings=True, rope_theta=1_000_000.0,
                          rms_norm_eps=1e-6, torch_dtype=dtype, **sizes)
     model = Qwen3ForCausalLM(config).eval()
-    if sizes is TINY:  # random init is ~N(0, 0.02): widen it so scores spread over (0, 1) in tests
+    if sizes in (TINY, VLLM_TINY):  # random init is ~N(0, 0.02): widen it so scores spread over (0, 1) in tests
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(8.0 if p.dim() > 1 else 1.0)
     return model
 
 
-def build_reranker(path: Path, sizes: dict = TINY, seed: int = 0, bf16: bool = False) -> Path:
-    """`bf16=True` stores the weights in bf16, as the released Qwen3 checkpoints are."""
-    """A Qwen3ForCausalLM reranker folder (model + tokenizer), loadable by `AutoModelForCausalLM`."""
-    tokenizer = train_tokenizer()
+def build_reranker(path: Path, sizes: dict = TINY, seed: int = 0, bf16: bool = False,
+                   tokenizer: str = "trained") -> Path:
+    """A Qwen3ForCausalLM reranker folder (model + tokenizer), loadable by `AutoModelForCausalLM`.
+    `bf16=True` stores the weights in bf16, as the released Qwen3 checkpoints are."""
+    tokenizer = make_tokenizer(tokenizer)
     vocab = QWEN3_VOCAB if sizes is QWEN3_06B else len(tokenizer)
     model = _qwen3(vocab, sizes, seed)
     if bf16:
@@ -89,13 +105,14 @@ def build_reranker(path: Path, sizes: dict = TINY, seed: int = 0, bf16: bool = F
     return Path(path)
 
 
-def build_embedder(path: Path, sizes: dict = TINY, seed: int = 1, bf16: bool = False) -> Path:
+def build_embedder(path: Path, sizes: dict = TINY, seed: int = 1, bf16: bool = False,
+                   tokenizer: str = "trained") -> Path:
     """A sentence-transformers folder: Transformer (Qwen3Model) -> Pooling(lasttoken) -> Normalize,
     with the `query` prompt of Qwen3-Embedding."""
     from transformers import Qwen3Model
 
     path = Path(path)
-    tokenizer = train_tokenizer(eos_post_processor=True)
+    tokenizer = make_tokenizer(tokenizer, eos_post_processor=True)
     tokenizer.padding_side = "left"
     vocab = QWEN3_VOCAB if sizes is QWEN3_06B else len(tokenizer)
     causal = _qwen3(vocab, sizes, seed)
