@@ -29,6 +29,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embedding-model", help="sentence-transformers model id or folder")
     p.add_argument("--reranker-model", help="Qwen3 reranker id or folder; 'none' turns reranking off")
     p.add_argument("--embedding-dim", type=int, help="Matryoshka size (must match the collection)")
+    p.add_argument("--embedding-url", metavar="URL", help="an OpenAI-compatible embeddings server serving "
+                   "--embedding-model (vLLM, TEI, Infinity, Ollama), e.g. http://gpu:8000/v1")
+    p.add_argument("--reranker-url", metavar="URL", help="a rerank server serving --reranker-model, "
+                   "e.g. http://gpu:8001/v1")
+    p.add_argument("--reranker-api", choices=("rerank", "score", "tei"),
+                   help="the reranker server's API: rerank (Cohere/Jina shape, default), score (vLLM), tei")
     p.add_argument("--top-k", type=int, help="candidates retrieved per question")
     p.add_argument("--top-n", type=int, help="reranked passages sent to the LLM")
     p.add_argument("--retrieval-mode", choices=("dense", "bm25", "hybrid"),
@@ -57,6 +63,8 @@ def settings_from_args(args: argparse.Namespace, env: Mapping[str, str] | None =
     return Settings.from_env(env, milvus_uri=args.milvus_uri, collection=args.collection,
                              embedding_model=args.embedding_model, reranker_model=args.reranker_model,
                              embedding_dim=args.embedding_dim, top_k=args.top_k, top_n=args.top_n,
+                             embedding_url=args.embedding_url, reranker_url=args.reranker_url,
+                             reranker_api=args.reranker_api,
                              llm_model=args.llm_model, llm_base_url=args.llm_base_url, device=args.device,
                              dtype=args.dtype, shared_uploads=args.shared_uploads,
                              retrieval_mode=args.retrieval_mode, fusion=args.fusion,

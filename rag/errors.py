@@ -30,6 +30,43 @@ class InputError(RAGError, ValueError):
     """A request can't be served as asked (an empty question, an unknown passage, a bad session)."""
 
 
+class ModelServerError(RAGError, RuntimeError):
+    """A model server (RAG_EMBEDDING_URL / RAG_RERANKER_URL) failed a request; the message names the server,
+    what went wrong and what to change. Subclasses say which failure it was."""
+
+
+class ModelServerUnreachable(ModelServerError):
+    """Nothing answers at the URL (connection refused, unknown host)."""
+
+
+class ModelServerAuthError(ModelServerError):
+    """The server refused the API key (401/403)."""
+
+
+class ModelServerBusy(ModelServerError):
+    """The server kept answering 429 (rate limited / overloaded) after every retry."""
+
+
+class ModelServerFailed(ModelServerError):
+    """The server answered 5xx after every retry, or an error status we can't act on."""
+
+
+class ModelServerRejected(ModelServerFailed):
+    """The server refused the request itself (a 4xx other than 401/403/429): a wrong path, an unknown field."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class ModelServerTimeout(ModelServerError):
+    """No answer within the timeout (RAG_MODEL_TIMEOUT)."""
+
+
+class ModelServerBadResponse(ModelServerError):
+    """The server answered, but not with what was asked: wrong number of results, a NaN score, not JSON."""
+
+
 def user_message(exc: BaseException) -> str:
     """What to show for `exc`: our own messages as they are (they are written for users); anything else —
     numpy, pymilvus, torch internals — only by its type, with a pointer to the log (which has the traceback)."""

@@ -90,7 +90,8 @@ class RAG:
             order = _break_ties(order, scores.bm25)
         candidates = self._candidates(order[:top_k], dense, lexical, scores)
         timings["scores"] = time.perf_counter() - started
-        return Retrieval(query=query, candidates=candidates, timings=timings, mode=mode)
+        return Retrieval(query=query, candidates=candidates, timings=timings, mode=mode,
+                         ran_on={"embed_query": self.embedder.backend})
 
     @staticmethod
     def _timed(timings: dict, stage: str, search, *args, **kwargs) -> list[Hit]:
@@ -141,8 +142,10 @@ class RAG:
         top_n = top_n or self.settings.top_n
         candidates = list(retrieval.candidates)
         timings = dict(retrieval.timings)
+        ran_on = dict(retrieval.ran_on)
         reranked = bool(use_reranker and self.reranker is not None and candidates)
         if reranked:
+            ran_on["rerank"] = self.reranker.backend
             started = time.perf_counter()
             scores = self.reranker.score(retrieval.query, [c.text for c in candidates],
                                          rerank_instruction or self.settings.rerank_instruction)
@@ -155,7 +158,7 @@ class RAG:
         for position, c in enumerate(candidates):
             c.selected = position < top_n
         return Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=reranked,
-                         mode=retrieval.mode)
+                         mode=retrieval.mode, ran_on=ran_on)
 
     def retrieve(self, query: str, top_k: int | None = None, top_n: int | None = None,
                  query_instruction: str | None = None, rerank_instruction: str | None = None,

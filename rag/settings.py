@@ -38,6 +38,19 @@ class Settings:
     rerank_batch_size: int = 8
     max_rerank_tokens: int = 1024  # per query+document pair, template included
     max_embed_tokens: int = 1024  # per document chunk
+    # --- model servers (rag/models/remote_embedder.py, remote_reranker.py) ---------------------------
+    # A URL replaces the in-process model: the model named above runs on that server (vLLM, TEI, Infinity,
+    # Ollama, OpenAI); its tokenizer is still loaded here to count chunk tokens.
+    embedding_url: str | None = None  # base of an OpenAI-compatible API: POST {url}/embeddings
+    embedding_api_key: str | None = None  # sent as "Authorization: Bearer ..." when set
+    reranker_url: str | None = None  # base of a rerank API: POST {url}/rerank or {url}/score
+    reranker_api_key: str | None = None
+    reranker_api: str = "rerank"  # rerank (Cohere/Jina: vLLM, Infinity, llama.cpp, LiteLLM) | score (vLLM) | tei
+    reranker_template: bool = True  # send Qwen3-Reranker's prompt template; false if the server applies it
+    model_timeout: float = 60.0  # seconds one model-server request may take
+    model_retries: int = 3  # retries after 429, 5xx or a refused connection, with backoff (Retry-After honoured)
+    remote_batch_size: int = 64  # texts per embeddings request
+    remote_batch_tokens: int = 16384  # tokens per embeddings request (the server's own limit may be lower)
     # --- vector store -----------------------------------------------------------------------------
     data_dir: Path = field(default_factory=default_data_dir)
     milvus_uri: str | None = None  # local path = Milvus Lite; http(s)://... = server / Zilliz Cloud
@@ -78,6 +91,13 @@ class Settings:
             self.milvus_uri = str(self.data_dir / "milvus.db")
         if self.reranker_model is not None and self.reranker_model.strip().lower() in ("", "none", "off"):
             self.reranker_model = None
+        for name in ("embedding_url", "reranker_url", "embedding_api_key", "reranker_api_key"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                setattr(self, name, None)  # an empty variable means "not set"
+        for name in ("embedding_url", "reranker_url"):
+            if getattr(self, name):
+                setattr(self, name, getattr(self, name).strip().rstrip("/"))
         self._validate()
 
     def _validate(self) -> None:
@@ -88,7 +108,7 @@ class Settings:
                                 "size.")
         for name in ("top_k", "top_n", "embed_batch_size", "rerank_batch_size", "max_tokens", "chat_concurrency",
                      "ingest_concurrency", "default_concurrency", "queue_max_size", "max_upload_chunks",
-                     "max_private_chunks"):
+                     "max_private_chunks", "remote_batch_size", "remote_batch_tokens"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use a whole number of at least 1.")
         for name in ("max_rerank_tokens", "max_embed_tokens", "chunk_tokens"):
@@ -99,14 +119,22 @@ class Settings:
                                 f"({self.chunk_tokens - 1}).")
         if not 0.0 <= self.temperature <= 2.0:
             raise SettingsError(f"{describe('temperature', self.temperature)}: use a number from 0 to 2.")
-        if not self.llm_timeout > 0:
-            raise SettingsError(f"{describe('llm_timeout', self.llm_timeout)}: use a number of seconds above 0.")
+        for name in ("llm_timeout", "model_timeout"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{describe(name, getattr(self, name))}: use a number of seconds above 0.")
+        if self.model_retries < 0:
+            raise SettingsError(f"{describe('model_retries', self.model_retries)}: use 0 (no retries) or more.")
+        for name in ("embedding_url", "reranker_url"):
+            url = getattr(self, name)
+            if url is not None and not URL.fullmatch(url):
+                raise SettingsError(f"{describe(name, url)}: use the server's base URL, e.g. "
+                                    "http://localhost:8000/v1 (http:// or https://).")
         if self.dtype not in DTYPES:
             raise SettingsError(f"{describe('dtype', self.dtype)}: use one of {', '.join(DTYPES)}.")
         if not DEVICE.fullmatch(self.device):
             raise SettingsError(f"{describe('device', self.device)}: use auto, cpu, cuda, cuda:N or mps.")
         for name, choices in (("retrieval_mode", RETRIEVAL_MODES), ("fusion", FUSIONS),
-                              ("bm25_analyzer", ANALYZERS)):
+                              ("bm25_analyzer", ANALYZERS), ("reranker_api", RERANKER_APIS)):
             if getattr(self, name) not in choices:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use one of {', '.join(choices)}.")
         if self.rrf_k < 1:
@@ -146,6 +174,8 @@ DTYPES = ("auto", "fp32", "float32", "bf16", "bfloat16", "fp16", "float16", "bf1
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "weighted")
 ANALYZERS = ("standard", "jieba")
+RERANKER_APIS = ("rerank", "score", "tei")
+URL = re.compile(r"https?://\S+")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 COLLECTION = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 # RAG_* variables read outside `Settings` (ingest limits, queue sizes, the default knowledge base).

@@ -93,6 +93,21 @@ class Candidate:
         return "dense" if self.dense_rank is not None else "bm25"
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Where a model runs: in this process (`device`, `precision`) or on a model server (`url`, `api`)."""
+    kind: str  # "local" | "server"
+    device: str = ""  # local: cpu, cuda, mps
+    precision: str = ""  # local: fp32, bfloat16, int8, ...
+    url: str = ""  # server: the base URL requests go to
+    api: str = ""  # server: embeddings | rerank | score | tei
+
+    def describe(self) -> str:
+        if self.kind == "local":
+            return f"local {self.device} {self.precision}".strip()
+        return f"{self.url} ({self.api})" if self.api else self.url
+
+
 @dataclass
 class Retrieval:
     query: str
@@ -100,6 +115,7 @@ class Retrieval:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     reranked: bool = False
     mode: str = "dense"  # the first stage: dense | bm25 | hybrid
+    ran_on: dict[str, Backend] = field(default_factory=dict)  # model stage (embed_query, rerank) -> where it ran
 
     @property
     def selected(self) -> list[Candidate]:

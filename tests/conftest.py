@@ -112,3 +112,20 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("browser") or "reliability" in item.path.parts:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def model_server_session(tiny_embedder, tiny_reranker):
+    from tests.model_server import ModelServer
+
+    with ModelServer(tiny_embedder, tiny_reranker) as server:
+        yield server
+
+
+@pytest.fixture
+def model_server(model_server_session):
+    """A real model server on 127.0.0.1 over the tiny models (tests/model_server.py): `.base_url` (vLLM/OpenAI
+    style, ends in /v1), `.url` (TEI, the root), `.configure(fail="429", ...)`, `.requests`."""
+    model_server_session.reset()
+    yield model_server_session
+    model_server_session.reset()

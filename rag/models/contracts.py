@@ -6,6 +6,8 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from rag.types import Backend
+
 ProgressFn = Callable[[int, int], None]  # (texts done, texts total)
 
 
@@ -15,6 +17,7 @@ class Embedder(Protocol):
     model_name: str  # what the collection is stamped with: another model's vectors are another space
     dim: int  # the size of every vector returned (a Matryoshka size may cut the model's full size)
     max_tokens: int  # tokens read per text; the rest of a longer text is not embedded
+    backend: Backend  # where it runs: this process (device, precision) or a model server (URL)
 
     def embed_documents(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
         """One row per text, as stored (no instruction)."""
@@ -28,6 +31,8 @@ class Embedder(Protocol):
 
 class Reranker(Protocol):
     """(query, documents) -> one relevance score per document, higher is better."""
+
+    backend: Backend  # where it runs: this process (device, precision) or a model server (URL)
 
     def score(self, query: str, documents: Sequence[str], instruction: str | None = None) -> list[float]:
         """Scores in the documents' order; Qwen3-Reranker's are P("yes") in 0..1."""

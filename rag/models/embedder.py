@@ -20,6 +20,7 @@ from rag.models.batching import token_batches
 from rag.models.contracts import ProgressFn
 from rag.models.priority import BACKGROUND_WAIT, GATE
 from rag.settings import DEFAULT_TASK
+from rag.types import Backend
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,45 @@ def query_prompt(instruction: str | None) -> str:
 def is_instruction_aware(prompts: dict) -> bool:
     """Qwen3-Embedding (and kin) ship a `query` prompt of the form "Instruct: ...\nQuery:"."""
     return (prompts or {}).get("query", "").startswith("Instruct:")
+
+
+def prompt_for_query(prompts: dict, instruction: str | None) -> str | None:
+    """What goes before a query: Qwen's instruction prompt for instruction-aware models; other models (MiniLM,
+    ...) get their own query prompt, if any."""
+    if is_instruction_aware(prompts):
+        return query_prompt(instruction)
+    return (prompts or {}).get("query") or None
+
+
+def count_tokens(tokenizer, texts: Sequence[str]) -> list[int]:
+    """Tokens of each text without special tokens (chunk sizes): the `Embedder.count_tokens` rule."""
+    texts = list(texts)
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+
+class QueryCache:
+    """The last `size` query vectors by (instruction, text): a repeated question skips the model."""
+
+    def __init__(self, size: int = 256):
+        self._items: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str]) -> np.ndarray | None:
+        with self._lock:
+            vector = self._items.get(key)
+            if vector is None:
+                return None
+            self._items.move_to_end(key)
+            return vector.copy()
+
+    def put(self, key: tuple[str, str], vector: np.ndarray) -> None:
+        with self._lock:
+            self._items[key] = vector.copy()
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 def truncate_and_normalise(vectors: np.ndarray, dim: int | None) -> np.ndarray:
@@ -72,9 +112,7 @@ class SentenceTransformerEmbedder:
         self.dim = dim or self.full_dim
         # Models without instructions (MiniLM, ...) get their own query prompt, if any, not Qwen's.
         self.instruction_aware = is_instruction_aware(self.model.prompts)
-        self._query_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-        self._cache_size = query_cache_size
-        self._cache_lock = threading.Lock()
+        self._query_cache = QueryCache(query_cache_size)
         self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
 
     def _load(self, model_name: str, max_tokens: int):
@@ -106,11 +144,12 @@ class SentenceTransformerEmbedder:
     def max_tokens(self) -> int:
         return int(self.model.max_seq_length)
 
+    @property
+    def backend(self) -> Backend:
+        return Backend("local", device=str(self.device), precision=self.precision.name)
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        texts = list(texts)
-        if not texts:
-            return []
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+        return count_tokens(self.tokenizer, texts)
 
     def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
         import torch
@@ -145,21 +184,14 @@ class SentenceTransformerEmbedder:
         return [len(i) for i in ids]
 
     def query_prompt(self, instruction: str | None) -> str | None:
-        if self.instruction_aware:
-            return query_prompt(instruction)
-        return self.model.prompts.get("query") or None
+        return prompt_for_query(self.model.prompts, instruction)
 
     def embed_query(self, text: str, instruction: str | None = None) -> np.ndarray:
         key = (instruction or DEFAULT_TASK, text)
-        with self._cache_lock:
-            cached = self._query_cache.get(key)
-            if cached is not None:
-                self._query_cache.move_to_end(key)
-                return cached.copy()
+        cached = self._query_cache.get(key)
+        if cached is not None:
+            return cached
         with GATE.urgent():
             vector = self._encode([text], prompt=self.query_prompt(instruction))[0]
-        with self._cache_lock:
-            self._query_cache[key] = vector
-            if len(self._query_cache) > self._cache_size:
-                self._query_cache.popitem(last=False)
+        self._query_cache.put(key, vector)
         return vector.copy()

@@ -16,6 +16,7 @@ from typing import Sequence
 from rag.models.batching import token_batches
 from rag.models.priority import GATE
 from rag.settings import DEFAULT_TASK
+from rag.types import Backend
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,28 @@ PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements
 SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 
+def query_part(query: str, instruction: str | None = None) -> str:
+    """The part of the user turn every document of a query shares."""
+    return f"<Instruct>: {instruction or DEFAULT_TASK}\n<Query>: {query}\n"
+
+
+def document_part(document: str) -> str:
+    return f"<Document>: {document}"
+
+
 def format_pair(query: str, document: str, instruction: str | None = None) -> str:
-    return f"<Instruct>: {instruction or DEFAULT_TASK}\n<Query>: {query}\n<Document>: {document}"
+    """The user turn between PREFIX and SUFFIX."""
+    return query_part(query, instruction) + document_part(document)
+
+
+def template_query(query: str, instruction: str | None = None) -> str:
+    """What a model server gets as the query: PREFIX + the shared part. With `template_document` after it,
+    the server sees exactly the text this process scores (PREFIX + format_pair + SUFFIX)."""
+    return PREFIX + query_part(query, instruction)
+
+
+def template_document(document: str) -> str:
+    return document_part(document) + SUFFIX
 
 
 class Qwen3Reranker:
@@ -60,6 +81,10 @@ class Qwen3Reranker:
 
             quantize_linears(self.model.model)  # the decoder only: the LM head is read as two fp32 rows
         self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> Backend:
+        return Backend("local", device=str(self.device), precision=self.precision.name)
 
     @staticmethod
     def _load_tokenizer(model_name: str):
@@ -102,8 +127,7 @@ class Qwen3Reranker:
 
     def shared_head(self, query: str, instruction: str | None) -> list[int]:
         """The ids every pair of this query starts with, if its tokenisation splits there (checked per pair)."""
-        shared = format_pair(query, "", instruction)[:-len("<Document>: ")]
-        return self.prefix_ids + self.tokenizer.encode(shared, add_special_tokens=False)
+        return self.prefix_ids + self.tokenizer.encode(query_part(query, instruction), add_special_tokens=False)
 
     def score(self, query: str, documents: Sequence[str], instruction: str | None = None) -> list[float]:
         if not documents:

@@ -10,7 +10,7 @@ import re
 import pandas as pd
 
 from rag.ingest.inputs import clean_name
-from rag.types import Candidate, Retrieval
+from rag.types import Backend, Candidate, Retrieval
 from rag.ui.safety import escape_html, safe_markdown
 
 TABLE_HEADERS = ["LLM", "Rerank #", "First #", "Dense #", "BM25 #", "Δ rank", "Rerank score", "Embedding score",
@@ -82,14 +82,22 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
 
-def timings_markdown(timings: dict[str, float], running: str | None = None) -> str:
-    """`embed query 40 ms · search 5 ms · rerank …` — `running` names the stage still in progress."""
-    parts = [f"{STAGE_LABELS.get(stage, stage)} **{format_seconds(s)}**" for stage, s in timings.items()]
+def timings_markdown(timings: dict[str, float], running: str | None = None,
+                     ran_on: dict[str, Backend] | None = None) -> str:
+    """`embed query 40 ms (local cpu float32) · search 5 ms · rerank … (http://gpu:8000/v1 (rerank))` —
+    `running` names the stage still in progress, `ran_on` where each model stage runs."""
+    ran_on = ran_on or {}
+    parts = [f"{STAGE_LABELS.get(stage, stage)} **{format_seconds(s)}**{_where(ran_on.get(stage))}"
+             for stage, s in timings.items()]
     if running:
-        parts.append(f"{STAGE_LABELS.get(running, running)} …")
+        parts.append(f"{STAGE_LABELS.get(running, running)} …{_where(ran_on.get(running))}")
     total = sum(timings.values())
     suffix = "" if running or not timings else f" · total **{format_seconds(total)}**"
     return ("**Timings:** " + " · ".join(parts) + suffix) if parts else ""
+
+
+def _where(backend: Backend | None) -> str:
+    return f" <sub>({safe_markdown(backend.describe())})</sub>" if backend else ""
 
 
 # --- passage cards ---------------------------------------------------------------------------------------

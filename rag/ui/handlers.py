@@ -206,10 +206,13 @@ class ChatHandlers:
         retrieval = step.retrieval
         pending = step.stage == DENSE and options.use_reranker
         running = "rerank" if pending else ("generate" if step.stage != DENSE else None)
+        ran_on = dict(retrieval.ran_on)
+        if pending and self.rag.reranker is not None:
+            ran_on["rerank"] = self.rag.reranker.backend
         return ChatView(chatbot=_with_reply(chat, self._progress_text(step, pending)),
                         table=fmt.candidates_table(retrieval, options.top_n, pending),
                         plot=ranking_figure(retrieval, options.top_n, pending),
-                        timings=fmt.timings_markdown(step.timings, running),
+                        timings=fmt.timings_markdown(step.timings, running, ran_on),
                         cards=fmt.passage_cards(None if pending else retrieval, turn),
                         candidates=list(retrieval.candidates))
 
@@ -222,7 +225,8 @@ class ChatHandlers:
         if update.done and update.error:
             gr.Warning(update.error)
         running = None if update.done else "generate"
-        return ChatView(chatbot=_with_reply(chat, text), timings=fmt.timings_markdown(step.timings, running))
+        return ChatView(chatbot=_with_reply(chat, text),
+                        timings=fmt.timings_markdown(step.timings, running, step.retrieval.ran_on))
 
     @staticmethod
     def _progress_text(step: TurnStep, pending: bool) -> str:
