@@ -28,6 +28,7 @@ ENV_PYTHON = "RAG_TEST_VLLM_PYTHON"  # the vLLM virtualenv's python (tests/setup
 SETUP_HINT = (f"set up vLLM's own virtualenv with `tests/setup_vllm.sh` (a few minutes, ~1.5 GB) and run "
               f"`export {ENV_PYTHON}=$(tests/setup_vllm.sh)` before pytest")
 START_TIMEOUT = 420.0  # seconds: ~100 s alone on 2 free cores; two servers at once on shared cores take longer
+EMBED_OVERRIDES = {"is_matryoshka": True}  # Qwen3-Embedding is trained for it; vLLM then accepts `dimensions`
 RERANK_OVERRIDES = {"architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["no", "yes"],
                     "is_original_qwen3_reranker": True}
 KINDS = ("embed", "rerank")
@@ -42,15 +43,14 @@ def required_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def command(python: str, model: Path, kind: str, port: int) -> list[str]:
-    """The server command for one checkpoint: `embed` (Qwen3-Embedding) or `rerank` (Qwen3-Reranker)."""
+def command(python: str, model: Path, kind: str, port: int, eager: bool = False) -> list[str]:
+    """The server command for one checkpoint: `embed` (Qwen3-Embedding) or `rerank` (Qwen3-Reranker).
+    `eager` skips the torch.compile warm-up (minutes of C++ compilation on a busy 2-core CPU, redone for every
+    new checkpoint path): the same model code and weights, without the compiled kernels' speed."""
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r}: use one of {KINDS}")
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--runner", "pooling",
-           "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)]
-    if kind == "rerank":
-        cmd += ["--hf-overrides", json.dumps(RERANK_OVERRIDES)]
-    return cmd
+           "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)] + (["--enforce-eager"] if eager else []) + ["--hf-overrides", json.dumps(RERANK_OVERRIDES if kind == "rerank" else EMBED_OVERRIDES)]
 
 
 def server_env() -> dict:
@@ -65,8 +65,8 @@ def server_env() -> dict:
 class VLLMServer:
     """One `vllm.entrypoints.openai.api_server` process in its own session (its engine workers die with it)."""
 
-    def __init__(self, python: str, model: Path, kind: str, workdir: Path):
-        self.python, self.model, self.kind = python, Path(model), kind
+    def __init__(self, python: str, model: Path, kind: str, workdir: Path, *, eager: bool = False):
+        self.python, self.model, self.kind, self.eager = python, Path(model), kind, eager
         self.log_path = Path(workdir) / f"vllm-{kind}.log"
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -85,7 +85,7 @@ class VLLMServer:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(command(self.python, self.model, self.kind, self.port), env=server_env(),
+            self.proc = subprocess.Popen(command(self.python, self.model, self.kind, self.port, self.eager), env=server_env(),
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.started_at = time.monotonic()
         return self
@@ -95,7 +95,7 @@ class VLLMServer:
 
     def failure(self, why: str) -> str:
         return (f"vLLM {self.kind} server for {self.model} {why} ({ENV_PYTHON}={self.python}; command: "
-                f"{' '.join(command(self.python, self.model, self.kind, self.port))}; log {self.log_path}):\n"
+                f"{' '.join(command(self.python, self.model, self.kind, self.port, self.eager))}; log {self.log_path}):\n"
                 f"{self.log_tail()}")
 
     def poll_ready(self) -> bool:
