@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from rag.answer import Answerer, AnswerUpdate
+from rag.errors import ModelServerError
 from rag.models.priority import GATE
 from rag.pipeline import RAG
 from rag.settings import RETRIEVAL_MODES
@@ -61,6 +62,7 @@ class TurnStep:
     retrieval: Retrieval
     timings: dict[str, float] = field(default_factory=dict)
     answer: AnswerUpdate | None = None
+    warning: str | None = None  # a stage that failed without ending the turn (the reranker's server), and why
 
 
 def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | None,
@@ -73,15 +75,26 @@ def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | 
                                 options.retrieval_mode)
     timings.update(dense.timings)
     yield TurnStep(DENSE, query, dense, dict(timings))
-    with GATE.urgent():
-        final = rag.rerank(dense, options.top_n, options.rerank_instruction or None, options.use_reranker)
+    final, warning = _rerank(rag, dense, options)
     timings.update(final.timings)
-    yield TurnStep(RERANKED, query, final, dict(timings))
+    yield TurnStep(RERANKED, query, final, dict(timings), warning=warning)
     started = time.perf_counter()
     for update in answerer.stream(question, final.selected, history, model=options.llm_model or None,
                                   temperature=options.temperature, spent=timings.get("condense", 0.0)):
         timings["generate"] = time.perf_counter() - started
-        yield TurnStep(ANSWER, query, final, dict(timings), update)
+        yield TurnStep(ANSWER, query, final, dict(timings), update, warning)
+
+
+def _rerank(rag: RAG, first: Retrieval, options: QueryOptions) -> tuple[Retrieval, str | None]:
+    """The reranked retrieval; when the reranker's model server fails, the first stage's order instead (the
+    question still gets its passages and an answer) and the reason as a warning."""
+    with GATE.urgent():
+        try:
+            return rag.rerank(first, options.top_n, options.rerank_instruction or None, options.use_reranker), None
+        except ModelServerError as exc:
+            log.warning("reranking failed, answering from the first stage's order: %s", exc)
+            fallback = rag.rerank(first, options.top_n, use_reranker=False)
+            return fallback, f"Reranking failed, so the passages keep the first stage's order. {exc}"
 
 
 def _condense(answerer: Answerer, question: str, history: list[dict] | None, timings: dict) -> str:

@@ -80,6 +80,9 @@ class Settings:
     shared_uploads: bool = False  # True: uploads are visible to everyone and persist
     chat_concurrency: int = 8  # chat turns and /ask, /retrieve calls running at once (rag/ui/serving.py)
     ingest_concurrency: int = 1  # uploads running at once: embedding saturates the CPU/GPU
+    # With the models on model servers this process only waits on the network; the servers batch the work:
+    server_chat_concurrency: int = 32  # chat turns at once when both models run on servers (rag/ui/serving.py)
+    server_ingest_concurrency: int = 4  # uploads at once when the embedder runs on a server
     default_concurrency: int = 4  # any other event (listing, deleting, selecting a row)
     queue_max_size: int = 64  # requests waiting beyond these are refused with "queue full"
     max_upload_chunks: int = 1000  # chunks one upload from the app may add: one user can't hold the models for long
@@ -108,7 +111,8 @@ class Settings:
                                 "size.")
         for name in ("top_k", "top_n", "embed_batch_size", "rerank_batch_size", "max_tokens", "chat_concurrency",
                      "ingest_concurrency", "default_concurrency", "queue_max_size", "max_upload_chunks",
-                     "max_private_chunks", "remote_batch_size", "remote_batch_tokens"):
+                     "max_private_chunks", "remote_batch_size", "remote_batch_tokens", "server_chat_concurrency",
+                     "server_ingest_concurrency"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use a whole number of at least 1.")
         for name in ("max_rerank_tokens", "max_embed_tokens", "chunk_tokens"):

@@ -20,7 +20,8 @@ by score as those servers do.
 Failure modes (`fail`, for the next `fail_times` requests or all): "401" (also whenever `api_key` is set and
 the request's bearer key differs), "429" (with `Retry-After: retry_after`), "500", "slow" (answer after
 `delay` s), "count" (one result fewer), "nan" (a NaN score / vector value). A refused connection:
-`tests.openai_server.refused_base_url()`.
+`tests.openai_server.refused_base_url()`. `latency` (seconds) delays every answer, like a busy GPU would; requests
+are served concurrently, one thread each.
 """
 from __future__ import annotations
 
@@ -106,11 +107,12 @@ class ModelServer:
 
     def __init__(self, embedder=None, reranker=None, *, api_key: str | None = None, matryoshka: bool = True,
                  fail: str | None = None, fail_times: int | None = None, delay: float = 5.0,
-                 retry_after: str = "0"):
+                 retry_after: str = "0", latency: float = 0.0):
         self.embedder, self.reranker = embedder, reranker
         self.api_key = api_key
         self.matryoshka = matryoshka
         self.fail, self.fail_times, self.delay, self.retry_after = fail, fail_times, delay, retry_after
+        self.latency = latency
         self.requests: list[tuple[str, dict]] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -163,7 +165,8 @@ class ModelServer:
                 setattr(self, name, value)
 
     def reset(self) -> None:
-        self.configure(api_key=None, matryoshka=True, fail=None, fail_times=None, delay=5.0, retry_after="0")
+        self.configure(api_key=None, matryoshka=True, fail=None, fail_times=None, delay=5.0, retry_after="0",
+                       latency=0.0)
         with self._lock:
             self.requests.clear()
 
@@ -172,6 +175,8 @@ class ModelServer:
             return [path for path, _ in self.requests]
 
     def _next(self, path: str, body: dict, authorization: str | None) -> tuple[str | None, float, str]:
+        if self.latency:
+            self._stopping.wait(self.latency)
         with self._lock:
             self.requests.append((path, body))
             failure = self.fail

@@ -69,3 +69,48 @@ def test_commands_register_in_one_line():
     finally:
         del cli.COMMANDS["echo"]
     assert set(cli.COMMANDS) >= {"ingest", "list", "delete"}
+
+
+# --- models on a model server (tests/model_server.py) --------------------------------------------------
+@pytest.fixture
+def server_env(monkeypatch, tmp_path, tiny_embedder_path, tiny_reranker_path):
+    for name, value in {"RAG_EMBEDDING_MODEL": str(tiny_embedder_path), "RAG_RERANKER_MODEL": str(tiny_reranker_path),
+                        "RAG_DEVICE": "cpu", "RAG_DTYPE": "fp32", "RAG_DATA_DIR": str(tmp_path / "data"),
+                        "RAG_MODEL_RETRIES": "0"}.items():
+        monkeypatch.setenv(name, value)
+    return str(tmp_path / "cli.db")
+
+
+def test_cli_ingests_and_evaluates_through_model_servers_and_says_what_failed(server_env, model_server, tmp_path,
+                                                                              capsys):
+    from tests.openai_server import refused_base_url
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    files.write_markdown(folder)
+    url = refused_base_url()
+    assert cli.main(["ingest", str(folder), "--db", server_env, "--embedding-url", url]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: Could not connect to the embedding server at {url}/embeddings")
+    assert "isn't running" in error and "RAG_EMBEDDING_URL" in error
+
+    model_server.configure(api_key="secret")
+    assert cli.main(["ingest", str(folder), "--db", server_env, "--embedding-url", model_server.base_url]) == 2
+    assert "key is wrong or missing" in capsys.readouterr().err
+    model_server.configure(api_key=None)
+
+    assert cli.main(["ingest", str(folder), "--db", server_env, "--embedding-url", model_server.base_url]) == 0
+    assert "1 added" in capsys.readouterr().out
+    assert {path for path, _ in model_server.requests} == {"/v1/embeddings"}
+
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text('{"query": "How do I install it?", "relevant": ["guide.md"]}\n', encoding="utf-8")
+    flags = ["--db", server_env, "--embedding-url", model_server.base_url, "--reranker-url", model_server.url,
+             "--reranker-api", "tei", "--no-modes"]
+    assert cli.main(["eval", str(queries), *flags]) == 0
+    assert "/rerank" in model_server.paths()  # TEI's route, at the root
+    capsys.readouterr()
+    model_server.configure(fail="500")
+    assert cli.main(["eval", str(queries), *flags]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: The ") and "failed with 500" in error and "server's log" in error

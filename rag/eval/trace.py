@@ -76,8 +76,9 @@ def write_trace(trace: dict, path: str | Path) -> Path:
 
 def load_trace(path_or_text: str | Path) -> tuple[dict, Retrieval]:
     """Read a trace back: the raw dict and the `Retrieval` it describes."""
-    text = Path(path_or_text).read_text(encoding="utf-8") if Path(str(path_or_text)).exists() \
-        else str(path_or_text)
+    text = str(path_or_text)
+    if not text.lstrip().startswith("{"):  # a path (a trace's JSON text may be longer than a file name can be)
+        text = Path(path_or_text).read_text(encoding="utf-8")
     trace = json.loads(text)
     candidates = [Candidate(**c) for c in trace["candidates"]]
     ran_on = {stage: Backend(**{k: v for k, v in where.items() if k != "seconds"})

@@ -45,7 +45,8 @@ class RemoteEmbedder:
         self.server = server or ModelServer(url, ROLE, api_key=api_key, timeout=timeout, retries=retries)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_name)
         self.prompts = prompts if prompts is not None else model_prompts(model_name)
-        self.max_tokens = max_tokens
+        limit = self.tokenizer.model_max_length  # a huge sentinel when the model doesn't say
+        self.max_tokens = min(max_tokens, int(limit)) if limit < 1_000_000 else max_tokens
         self.batch_size, self.batch_tokens = batch_size, batch_tokens
         self._special_tokens = len(self.tokenizer("x")["input_ids"]) - \
             len(self.tokenizer("x", add_special_tokens=False)["input_ids"])

@@ -27,7 +27,8 @@ def retrieval_dict(retrieval: Retrieval, timings: dict[str, float] | None = None
     timings = retrieval.timings if timings is None else timings
     return {"query": retrieval.query, "mode": retrieval.mode, "reranked": retrieval.reranked,
             "candidates": [candidate_dict(c) for c in retrieval.candidates],
-            "timings": {stage: round(s, 4) for stage, s in timings.items()}}
+            "timings": {stage: round(s, 4) for stage, s in timings.items()},
+            "ran_on": {stage: backend.describe() for stage, backend in retrieval.ran_on.items()}}
 
 
 def retrieve_json(rag: RAG, query: str, options: QueryOptions) -> dict:
@@ -48,7 +49,7 @@ def ask_json(rag: RAG, answerer: Answerer, question: str, options: QueryOptions)
             "mode": answer.mode if answer else "", "error": answer.error if answer else None,
             "citations": [{"number": c.number, "source": c.candidate.source, "heading": c.candidate.heading,
                            "chunk_id": str(c.candidate.chunk_id)} for c in (answer.citations if answer else [])],
-            "retrieval": retrieval_dict(step.retrieval, step.timings)}
+            "warning": step.warning, "retrieval": retrieval_dict(step.retrieval, step.timings)}
 
 
 @contextmanager

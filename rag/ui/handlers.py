@@ -17,7 +17,7 @@ import pandas as pd
 
 import rag.ui.formatting as fmt
 from rag.answer import Answerer
-from rag.chat import ANSWER, DENSE, QueryOptions, TurnStep, run_turn
+from rag.chat import ANSWER, DENSE, RERANKED, QueryOptions, TurnStep, run_turn
 from rag.errors import InputError, RAGError, user_message
 from rag.eval.session import TurnRecord
 from rag.ingest import IngestCancelled
@@ -179,13 +179,18 @@ class ChatHandlers:
         yield ChatView(chatbot=chat, question="", last={"question": question, "context": len(context)}, turn=None)
         try:
             for step in run_turn(self.rag, self.answerer, question, context, options, owner):
+                if step.stage == RERANKED and step.warning:
+                    gr.Warning(step.warning)  # the reranker's server failed: first-stage order, still answered
                 record = TurnRecord.settled(step, question, context, options)
                 yield from self._step_views(self._view(step, options, turn, chat), step.stage,
                                             KEEP if record is None else record)
                 if step.stage == DENSE and not step.retrieval.candidates:
                     return
         except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
-            log.exception("answering %r failed", question)
+            if isinstance(exc, RAGError):  # ours say what happened and what to do: no traceback needed
+                log.warning("answering %r failed: %s", question, exc)
+            else:
+                log.exception("answering %r failed", question)
             message = user_message(exc)
             gr.Warning(message)
             yield ChatView(chatbot=_with_reply(chat, "⚠ " + safe_markdown(message)))

@@ -133,6 +133,9 @@ def _settings_panel(ui: SimpleNamespace, rag: RAG, settings: Settings, answerer:
         with gr.Row():
             ui.llm_model = gr.Textbox(settings.llm_model, label="LLM model")
             ui.temperature = gr.Slider(0, 2, value=settings.temperature, step=0.1, label="Temperature")
+        gr.Textbox(_models_text(rag), interactive=False, label="Where the models run", lines=2,
+                   info="Set at start-up: in this process (device, precision) or on a model server "
+                        "(--embedding-url, --reranker-url). The timings above say it per question.")
         gr.Textbox(_endpoint_text(settings, answerer), interactive=False, label="LLM endpoint",
                    info="Set at start-up (--llm-base-url / OPENAI_BASE_URL). Not editable here, so the "
                         "server's API key is never sent to an address typed into the page.")
@@ -142,6 +145,13 @@ def _fusion_text(settings: Settings) -> str:
     if settings.fusion == "rrf":
         return f"RRF, k={settings.rrf_k}"
     return f"weighted, dense {settings.dense_weight:g} / BM25 {1 - settings.dense_weight:g}"
+
+
+def _models_text(rag: RAG) -> str:
+    lines = [f"embedding: {rag.embedder.model_name} — {rag.embedder.backend.describe()}"]
+    if rag.reranker is not None:
+        lines.append(f"reranker: {rag.settings.reranker_model} — {rag.reranker.backend.describe()}")
+    return "\n".join(lines)
 
 
 def _endpoint_text(settings: Settings, answerer: Answerer) -> str:

@@ -17,10 +17,26 @@ requests use them at the same time:
 
 Each is a `Settings` field (RAG_CHAT_CONCURRENCY, RAG_INGEST_CONCURRENCY, RAG_DEFAULT_CONCURRENCY,
 RAG_QUEUE_MAX_SIZE).
+
+The limits follow where the models run. In this process they are shared and serialised (one forward pass at a
+time per model, questions before uploads: rag/models/priority.py), so more turns at once only queue inside.
+On model servers (RAG_EMBEDDING_URL and RAG_RERANKER_URL, or reranking off) a turn only waits on the network
+and the servers batch concurrent requests, so many more may be in flight: `server_chat_concurrency`
+(RAG_SERVER_CHAT_CONCURRENCY) turns, and `server_ingest_concurrency` uploads when the embedder is remote.
 """
 from __future__ import annotations
 
+from rag.models.registry import SERVER, embedding_backend, models_on_servers
 from rag.settings import Settings
+
+
+def chat_concurrency(settings: Settings) -> int:
+    return settings.server_chat_concurrency if models_on_servers(settings) else settings.chat_concurrency
+
+
+def ingest_concurrency(settings: Settings) -> int:
+    remote = embedding_backend(settings) == SERVER
+    return settings.server_ingest_concurrency if remote else settings.ingest_concurrency
 
 CHAT_GROUP = "chat"
 INGEST_GROUP = "ingest"
@@ -28,12 +44,12 @@ INGEST_GROUP = "ingest"
 
 def chat_limits(settings: Settings) -> dict:
     """Keyword arguments for a chat event (`.click`, `gr.api`)."""
-    return {"concurrency_id": CHAT_GROUP, "concurrency_limit": settings.chat_concurrency}
+    return {"concurrency_id": CHAT_GROUP, "concurrency_limit": chat_concurrency(settings)}
 
 
 def ingest_limits(settings: Settings) -> dict:
     """Keyword arguments for an upload event."""
-    return {"concurrency_id": INGEST_GROUP, "concurrency_limit": settings.ingest_concurrency}
+    return {"concurrency_id": INGEST_GROUP, "concurrency_limit": ingest_concurrency(settings)}
 
 
 def queue_options(settings: Settings) -> dict:
