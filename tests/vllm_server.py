@@ -25,13 +25,15 @@ import httpx
 from tests.browser_helpers import free_port
 
 ENV_PYTHON = "RAG_TEST_VLLM_PYTHON"  # the vLLM virtualenv's python (tests/setup_vllm.sh prints it)
-SETUP_HINT = (f"set up vLLM's own virtualenv with `tests/setup_vllm.sh` (a few minutes, ~1.5 GB) and run "
+SETUP_HINT = (f"set up vLLM's own virtualenv with `tests/setup_vllm.sh` (once: 5-15 min, 3.4 GB) and run "
               f"`export {ENV_PYTHON}=$(tests/setup_vllm.sh)` before pytest")
 START_TIMEOUT = 420.0  # seconds: ~100 s alone on 2 free cores; two servers at once on shared cores take longer
 EMBED_OVERRIDES = {"is_matryoshka": True}  # Qwen3-Embedding is trained for it; vLLM then accepts `dimensions`
 RERANK_OVERRIDES = {"architectures": ["Qwen3ForSequenceClassification"], "classifier_from_token": ["no", "yes"],
                     "is_original_qwen3_reranker": True}
 KINDS = ("embed", "rerank")
+QUICK_START_ARGS = ["--enforce-eager", "--distributed-executor-backend", "uni"]  # with QUICK_START_ENV
+QUICK_START_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # the engine in the API server's process
 
 
 def vllm_python() -> str | None:
@@ -43,30 +45,33 @@ def required_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def command(python: str, model: Path, kind: str, port: int, eager: bool = False) -> list[str]:
+def command(python: str, model: Path, kind: str, port: int, quick_start: bool = False) -> list[str]:
     """The server command for one checkpoint: `embed` (Qwen3-Embedding) or `rerank` (Qwen3-Reranker).
-    `eager` skips the torch.compile warm-up (minutes of C++ compilation on a busy 2-core CPU, redone for every
-    new checkpoint path): the same model code and weights, without the compiled kernels' speed."""
+    `quick_start` (tests) runs the same model code and weights in one process (no engine and worker processes,
+    each re-importing torch and vLLM: minutes on a busy 2-core CPU) and without torch.compile (minutes of C++
+    compilation, redone for every new checkpoint path); serving is slower, the scores are the same."""
     if kind not in KINDS:
         raise ValueError(f"kind {kind!r}: use one of {KINDS}")
-    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--runner", "pooling",
-           "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port)] + (["--enforce-eager"] if eager else []) + ["--hf-overrides", json.dumps(RERANK_OVERRIDES if kind == "rerank" else EMBED_OVERRIDES)]
+    overrides = RERANK_OVERRIDES if kind == "rerank" else EMBED_OVERRIDES
+    return [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--runner", "pooling",
+            "--dtype", "float32", "--host", "127.0.0.1", "--port", str(port),
+            "--hf-overrides", json.dumps(overrides)] + (QUICK_START_ARGS if quick_start else [])
 
 
-def server_env() -> dict:
+def server_env(quick_start: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_", "VIRTUAL_ENV"))}
     env.update({"VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: plenty for test-sized requests
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                 "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
                 "NO_PROXY": "127.0.0.1,localhost"})
-    return env
+    return env | (QUICK_START_ENV if quick_start else {})
 
 
 class VLLMServer:
     """One `vllm.entrypoints.openai.api_server` process in its own session (its engine workers die with it)."""
 
-    def __init__(self, python: str, model: Path, kind: str, workdir: Path, *, eager: bool = False):
-        self.python, self.model, self.kind, self.eager = python, Path(model), kind, eager
+    def __init__(self, python: str, model: Path, kind: str, workdir: Path, *, quick_start: bool = False):
+        self.python, self.model, self.kind, self.quick_start = python, Path(model), kind, quick_start
         self.log_path = Path(workdir) / f"vllm-{kind}.log"
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -81,12 +86,15 @@ class VLLMServer:
         """The OpenAI-style base: `{base}/embeddings`, `{base}/rerank`, `{base}/score`."""
         return self.root_url + "/v1"
 
+    def command(self) -> list[str]:
+        return command(self.python, self.model, self.kind, self.port, self.quick_start)
+
     def start(self) -> "VLLMServer":
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(command(self.python, self.model, self.kind, self.port, self.eager), env=server_env(),
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(self.command(), env=server_env(self.quick_start), stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         self.started_at = time.monotonic()
         return self
 
@@ -95,7 +103,7 @@ class VLLMServer:
 
     def failure(self, why: str) -> str:
         return (f"vLLM {self.kind} server for {self.model} {why} ({ENV_PYTHON}={self.python}; command: "
-                f"{' '.join(command(self.python, self.model, self.kind, self.port, self.eager))}; log {self.log_path}):\n"
+                f"{' '.join(self.command())}; log {self.log_path}):\n"
                 f"{self.log_tail()}")
 
     def poll_ready(self) -> bool:

@@ -36,24 +36,32 @@ INSTRUCTIONS = dict(query_instruction="Given a question, find the passage of the
 
 # --- the servers and the in-process reference -----------------------------------------------------------------
 @pytest.fixture(scope="session")
-def vllm_checkpoints(tmp_path_factory):
-    """Qwen3 checkpoints vLLM accepts (head_dim 32) with Qwen's real tokenizer, built once (~40 MB each)."""
+def vllm_venv_python() -> str:
+    """RAG_TEST_VLLM_PYTHON, checked before anything is built: skip on a developer's machine, fail in CI."""
+    python = vllm_python()
+    if python is None:
+        if required_in_ci():
+            pytest.fail(f"{ENV_PYTHON} is not set, and CI must run the real-vLLM parity tests: {SETUP_HINT}.")
+        pytest.skip(f"real-vLLM parity tests need {ENV_PYTHON}: {SETUP_HINT}")
+    return python
+
+
+@pytest.fixture(scope="session")
+def vllm_checkpoints(vllm_venv_python, tmp_path_factory):
+    """Qwen3 checkpoints vLLM accepts (head_dim 32) with Qwen's real tokenizer, built once (~50 MB each)."""
     root = tmp_path_factory.mktemp("vllm-models")
     return (build_embedder(root / "qwen3-embedding", sizes=VLLM_TINY, tokenizer="qwen"),
             build_reranker(root / "qwen3-reranker", sizes=VLLM_TINY, tokenizer="qwen"))
 
 
 @pytest.fixture(scope="session")
-def vllm_servers(vllm_checkpoints, tmp_path_factory):
+def vllm_servers(vllm_venv_python, vllm_checkpoints, tmp_path_factory):
     """{"embed": VLLMServer, "rerank": VLLMServer}, both started at once and stopped at the session's end."""
-    python = vllm_python()
-    if python is None:
-        if required_in_ci():
-            pytest.fail(f"{ENV_PYTHON} is not set, and CI must run the real-vLLM parity tests: {SETUP_HINT}.")
-        pytest.skip(f"real-vLLM parity tests need {ENV_PYTHON}: {SETUP_HINT}")
+    python = vllm_venv_python
     workdir = tmp_path_factory.mktemp("vllm-logs")
-    embedder, reranker = vllm_checkpoints
-    servers = [VLLMServer(python, embedder, "embed", workdir), VLLMServer(python, reranker, "rerank", workdir)]
+    # quick_start: one process, no torch.compile (same model code and weights: minutes less start-up on CI)
+    servers = [VLLMServer(python, model, kind, workdir, quick_start=True)
+               for model, kind in zip(vllm_checkpoints, ("embed", "rerank"))]
     try:
         start_all(servers)
     except RuntimeError as exc:
