@@ -60,7 +60,8 @@ def checkpoints(cache: Path, size: str) -> tuple[Path, Path]:
 
 def ask(client: httpx.Client, base: str, question: str) -> dict:
     """One question through Gradio's queued REST route: POST starts the event, GET streams its result."""
-    event = client.post(f"{base}gradio_api/call/retrieve", json={"data": [question, TOP_K, TOP_N, True, "dense"]}).raise_for_status().json()
+    body = {"data": [question, TOP_K, TOP_N, True, "dense"]}  # query, top_k, top_n, use_reranker, mode
+    event = client.post(f"{base}gradio_api/call/retrieve", json=body).raise_for_status().json()
     with client.stream("GET", f"{base}gradio_api/call/retrieve/{event['event_id']}") as stream:
         kind = None
         for line in stream.iter_lines():
@@ -147,11 +148,14 @@ def main(argv=None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "rag-bench-concurrency")
     parser.add_argument("--models", type=Path, nargs=2, metavar=("EMBEDDER", "RERANKER"),
                         help="checkpoint folders to use instead of building --size ones")
+    parser.add_argument("--vllm-cores", nargs=2, metavar=("EMBED", "RERANK"),
+                        help="VLLM_CPU_OMP_THREADS_BIND per server, e.g. 0 1 (default: vLLM's auto binding)")
     parser.add_argument("--backends", nargs="+", default=["in-process", "vllm"], choices=["in-process", "vllm"])
     args = parser.parse_args(argv)
     python = vllm_python()
     if "vllm" in args.backends and python is None:
-        parser.error("set RAG_TEST_VLLM_PYTHON to the vLLM venv's python: export RAG_TEST_VLLM_PYTHON=$(tests/setup_vllm.sh)")
+        parser.error("set RAG_TEST_VLLM_PYTHON to the vLLM venv's python: "
+                     "export RAG_TEST_VLLM_PYTHON=$(tests/setup_vllm.sh)")
     if not args.kb.is_dir():
         parser.error(f"--kb {args.kb}: no such folder (the Milvus FAQ from milvus-docs 2.4)")
     models = tuple(args.models) if args.models else checkpoints(args.cache_dir, args.size)
@@ -167,7 +171,9 @@ def main(argv=None) -> None:
                                               args.seconds, "in-process")
             rows += r
         if "vllm" in args.backends:
-            servers = [VLLMServer(python, models[0], "embed", tmp), VLLMServer(python, models[1], "rerank", tmp)]
+            cores = args.vllm_cores or (None, None)
+            servers = [VLLMServer(python, model, kind, tmp, cores=core)
+                       for model, kind, core in zip(models, ("embed", "rerank"), cores)]
             started = time.perf_counter()
             start_all(servers, timeout=1800)
             print(f"[vllm] both servers ready in {time.perf_counter() - started:.0f} s "

@@ -58,20 +58,26 @@ def command(python: str, model: Path, kind: str, port: int, quick_start: bool = 
             "--hf-overrides", json.dumps(overrides)] + (QUICK_START_ARGS if quick_start else [])
 
 
-def server_env(quick_start: bool = False) -> dict:
+def server_env(quick_start: bool = False, cores: str | None = None) -> dict:
+    """`cores`: VLLM_CPU_OMP_THREADS_BIND, the CPU cores the model's threads are pinned to (e.g. "0" or "0-7");
+    None leaves vLLM's `auto` (every server on a 2-core machine then pins core 0)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAG_", "OPENAI_", "VIRTUAL_ENV"))}
     env.update({"VLLM_CPU_KVCACHE_SPACE": "1",  # GiB of KV cache: plenty for test-sized requests
                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                 "DO_NOT_TRACK": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
                 "NO_PROXY": "127.0.0.1,localhost"})
+    if cores is not None:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cores
     return env | (QUICK_START_ENV if quick_start else {})
 
 
 class VLLMServer:
     """One `vllm.entrypoints.openai.api_server` process in its own session (its engine workers die with it)."""
 
-    def __init__(self, python: str, model: Path, kind: str, workdir: Path, *, quick_start: bool = False):
+    def __init__(self, python: str, model: Path, kind: str, workdir: Path, *, quick_start: bool = False,
+                 cores: str | None = None):
         self.python, self.model, self.kind, self.quick_start = python, Path(model), kind, quick_start
+        self.cores = cores
         self.log_path = Path(workdir) / f"vllm-{kind}.log"
         self.port = 0
         self.proc: subprocess.Popen | None = None
@@ -93,8 +99,8 @@ class VLLMServer:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.command(), env=server_env(self.quick_start), stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(self.command(), env=server_env(self.quick_start, self.cores), stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
         self.started_at = time.monotonic()
         return self
 
