@@ -62,6 +62,8 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     ({"RAG_TOP_N": "0"}, [], ["top_n=0 (RAG_TOP_N)", "at least 1"]),
     ({"RAG_DTYPE": "fp64"}, [], ["dtype='fp64' (RAG_DTYPE)", "fp32"]),
     ({"RAG_CHAT_CONCURRENCY": "many"}, [], ["RAG_CHAT_CONCURRENCY='many'"]),
+    ({"RAG_RERANKER_API": "cohere"}, [], ["reranker_api='cohere' (RAG_RERANKER_API)", "rerank, score, tei"]),
+    ({}, ["--embedding-url", "gpu:8000"], ["embedding_url='gpu:8000' (RAG_EMBEDDING_URL)", "http://"]),
     ({}, ["--db", "{tmp}/notes.sqlite"], ["must end in .db", "notes.db"]),
 ])
 def test_a_configuration_mistake_is_one_line_naming_the_setting(tmp_path, env, args, expected):
@@ -72,6 +74,17 @@ def test_a_configuration_mistake_is_one_line_naming_the_setting(tmp_path, env, a
         assert text in line, line
     assert "model" not in line.lower() or "RAG_" in line  # the model (which doesn't exist) never loaded
     assert elapsed < 45, elapsed
+
+
+@pytest.mark.e2e
+def test_an_embedding_server_that_is_not_running_is_one_line_naming_the_url(tmp_path, tiny_embedder_path):
+    from tests.openai_server import refused_base_url
+
+    url = refused_base_url()
+    result, _ = run_app(["--embedding-url", url], {"RAG_DATA_DIR": str(tmp_path / "data"), "RAG_MODEL_RETRIES": "0",
+                                                   "RAG_EMBEDDING_MODEL": str(tiny_embedder_path)}, timeout=180)
+    line = one_line_error(result)
+    assert f"{url}/embeddings" in line and "isn't running" in line and "RAG_EMBEDDING_URL" in line, line
 
 
 @pytest.mark.e2e

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Sequence
 
-from rag.errors import ModelServerBadResponse
+from rag.errors import ModelServerBadResponse, SettingsError
 from rag.models.http import ModelServer, Role, check_count, finite_scores
 from rag.models.reranker import template_document, template_query
 from rag.types import Backend
@@ -35,7 +35,7 @@ class RemoteReranker:
                  template: bool = True, batch_size: int = 64, timeout: float = 60.0, retries: int = 3,
                  server: ModelServer | None = None):
         if api not in APIS:
-            raise ValueError(f"api={api!r}: use one of {', '.join(APIS)}")
+            raise SettingsError(f"reranker_api={api!r} (RAG_RERANKER_API): use one of {', '.join(APIS)}.")
         self.model_name = model_name
         self.api = api
         self.template = template

@@ -97,7 +97,7 @@ def timings_markdown(timings: dict[str, float], running: str | None = None,
 
 
 def _where(backend: Backend | None) -> str:
-    return f" <sub>({safe_markdown(backend.describe())})</sub>" if backend else ""
+    return f" ({safe_markdown(backend.describe())})" if backend else ""
 
 
 # --- passage cards ---------------------------------------------------------------------------------------

@@ -228,3 +228,15 @@ def test_a_wrong_path_says_to_check_the_base_url(model_server, tiny_reranker_pat
     remote = remote_reranker(tiny_reranker_path, model_server.url, api="score")  # /score without /v1
     with pytest.raises(ModelServerFailed, match=r"no .*/score \(404\).*RAG_RERANKER_URL"):
         remote.score(QUERY, DOCUMENTS)
+
+
+def test_retry_after_reads_milliseconds_seconds_and_dates():
+    import email.utils
+
+    from rag.models.http import retry_after
+
+    assert retry_after({"retry-after-ms": "250"}) == 0.25
+    assert retry_after({"retry-after": "3"}) == 3.0
+    soon = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < retry_after({"retry-after": soon}) <= 30
+    assert retry_after({"retry-after": "soon"}) is None and retry_after({}) is None

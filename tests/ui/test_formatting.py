@@ -77,3 +77,13 @@ def test_ranking_figure_draws_both_sides_and_survives_dollar_names():
     odd = Retrieval("q", [candidate(1, None, True, source="$x$_price.md")])
     ranking_figure(odd, top_n=1, pending=True).savefig(__import__("io").BytesIO(), format="png")
     ranking_figure(None, top_n=1).savefig(__import__("io").BytesIO(), format="png")
+
+
+def test_timings_say_where_each_model_stage_ran():
+    from rag.types import Backend
+
+    ran_on = {"embed_query": Backend("local", device="cpu", precision="float32"),
+              "rerank": Backend("server", url="http://gpu:8000/v1", api="score")}
+    line = fmt.timings_markdown({"embed_query": 0.012, "search": 0.003}, running="rerank", ran_on=ran_on)
+    assert line == ("**Timings:** embed query **12 ms** (local cpu float32) · search **3 ms** · "
+                    "rerank … (http://gpu:8000/v1 (score))")

@@ -33,7 +33,7 @@ def remote_rag(tmp_path_factory, model_server_session, corpus_rag):
     settings = corpus_rag.settings.replace(data_dir=tmp_path_factory.mktemp("remote-ui") / "data", milvus_uri=None,
                                            embedding_url=model_server_session.base_url,
                                            reranker_url=model_server_session.base_url, model_retries=0,
-                                           model_timeout=1.0)
+                                           model_timeout=30.0)
     rag = RAG(settings)
     rag.ingest_paths([CORPUS])
     yield rag
@@ -113,7 +113,7 @@ def test_the_api_reports_the_reranker_warning(chat, remote_rag, tiny_reranker, t
 
 
 def test_with_models_on_servers_many_questions_are_in_flight_at_once(remote_rag, model_server):
-    """No model lock in this process on the server path: 8 questions whose every model request takes 0.5 s
+    """No model lock in this process on the server path: 8 questions whose every model request takes 1 s
     finish in about two requests' time (embed + rerank), not sixteen."""
     import time
     from concurrent.futures import ThreadPoolExecutor
@@ -128,10 +128,10 @@ def test_with_models_on_servers_many_questions_are_in_flight_at_once(remote_rag,
     fns = {fn.api_name: fn for fn in build_app(remote_rag).fns.values()}
     assert fns["chat_submit"].concurrency_limit == 32 and fns["upload"].concurrency_limit == 4
 
-    model_server.configure(latency=0.5)
+    model_server.configure(latency=1.0)
     started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: remote_rag.retrieve(f"question number {i} about databases"), range(8)))
     elapsed = time.perf_counter() - started
     assert all(r.reranked and len(r.candidates) == 7 for r in results)
-    assert elapsed < 4.0, f"8 concurrent questions took {elapsed:.1f} s: something serialises them"
+    assert elapsed < 6.0, f"8 concurrent questions took {elapsed:.1f} s: something serialises them"
