@@ -5,7 +5,7 @@ TEI's shape is TEI's own, tested against tests/model_server.py) and at a Matryos
 
 The two servers start once per session, at the same time (tests/vllm_server.py). They need the vLLM
 virtualenv's python in RAG_TEST_VLLM_PYTHON (tests/setup_vllm.sh builds it); without it these tests skip on a
-developer's machine and fail in CI (`CI=true`, which .ci/run sets).
+developer's machine and fail in CI (RAG_TEST_REQUIRE_VLLM=1, which .ci/run sets, or CI=true).
 """
 from __future__ import annotations
 
