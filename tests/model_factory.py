@@ -3,6 +3,7 @@
 The weights are random; the architecture and the tokenizer are the real ones: Qwen's own vocabulary
 (tests/qwen_tokenizer.py), so template tokenisation, the `yes`/`no` ids, chunk sizes and token counts are the
 released models'.
+`VLLM_TINY` is `TINY` with vLLM's smallest CPU attention head (32; it rejects 16).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tests import qwen_tokenizer
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+VLLM_TINY = dict(TINY, num_attention_heads=2, num_key_value_heads=1, head_dim=32)
 QWEN3_06B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
                  num_key_value_heads=8, head_dim=128, max_position_embeddings=40960)
 QWEN3_VOCAB = qwen_tokenizer.VOCAB_SIZE  # 151669 embedding rows, as in the releases (151669 x 64 fp32: 39 MB)
@@ -59,7 +61,7 @@ def _qwen3(vocab_size: int, sizes: dict, seed: int, dtype="float32"):
     config = Qwen3Config(vocab_size=vocab_size, tie_word_embeddings=True, rope_theta=1_000_000.0,
                          rms_norm_eps=1e-6, torch_dtype=dtype, **sizes)
     model = Qwen3ForCausalLM(config).eval()
-    if sizes is TINY:  # random init is ~N(0, 0.02): widen it so scores spread over (0, 1) in tests
+    if sizes in (TINY, VLLM_TINY):  # random init is ~N(0, 0.02): widen it so scores spread over (0, 1) in tests
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(8.0 if p.dim() > 1 else 1.0)
