@@ -30,10 +30,12 @@ import logging
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
+
+from tests.local_http import LocalHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ NO_MATRYOSHKA = ("Model \"{model}\" does not support matryoshka representation, 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_HTTPServer"
+    server: Any  # tests.local_http._HTTPServer: `.owner` is the server object
 
     def setup(self) -> None:
         super().setup()
@@ -106,17 +108,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    owner: "ModelServer"
-
-
-class ModelServer:
+class ModelServer(LocalHTTPServer):
     """See the module docstring. `embedder` is a `SentenceTransformerEmbedder`, `reranker` a `Qwen3Reranker`."""
+
+    handler = _Handler
 
     def __init__(self, embedder=None, reranker=None, *, api_key: str | None = None, matryoshka: bool = True,
                  fail: str | None = None, fail_times: int | None = None, delay: float = 5.0,
                  retry_after: str = "0", latency: float = 0.0):
+        super().__init__()
         self.embedder, self.reranker = embedder, reranker
         self.api_key = api_key
         self.matryoshka = matryoshka
@@ -125,44 +125,6 @@ class ModelServer:
         self.requests: list[tuple[str, dict]] = []
         self.compute_seconds: list[float] = []  # time each answered request spent in the models, in order
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "ModelServer":
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="model-test-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> "ModelServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The root: TEI's base URL."""
-        assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    @property
-    def base_url(self) -> str:
-        """The OpenAI-style base (vLLM's): ends in /v1."""
-        return f"{self.url}/v1"
 
     # --- scripting ---------------------------------------------------------------------------------
     def configure(self, **changes: Any) -> None:

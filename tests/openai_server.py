@@ -23,8 +23,10 @@ import socket
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
+
+from tests.local_http import LocalHTTPServer
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ def refused_base_url() -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_HTTPServer"
+    server: Any  # tests.local_http._HTTPServer: `.owner` is the server object
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
         log.debug("openai_server: " + format, *args)
@@ -170,22 +172,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    owner: "OpenAIServer"
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("openai_server: error handling a request from %s", client_address, exc_info=True)
-
-
-class OpenAIServer:
+class OpenAIServer(LocalHTTPServer):
     """See the module docstring. Thread-safe: settings are read under a lock once per request."""
+
+    handler = _Handler
 
     def __init__(self, reply: str | Callable[[dict], str] = "This is a test answer [1].", *,
                  fail: str | None = None, fail_times: int | None = None, delay: float = 5.0,
                  chunk_delay: float = 0.0, finish_reason: str = "stop", models: tuple[str, ...] = ("gpt-4o",)):
+        super().__init__()
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self.reply = reply
         self.fail = fail
         self.fail_times = fail_times
@@ -195,46 +191,6 @@ class OpenAIServer:
         self.models = list(models)
         self.requests: list[dict] = []  # JSON bodies of the chat requests received, in order
         self.request_headers: list[dict] = []
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "OpenAIServer":
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.owner = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="openai-test-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes "slow" handlers
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> "OpenAIServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    # --- addresses ---------------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None, "server not started"
-        return self._httpd.server_address[1]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.url}/v1"
 
     # --- scripting ---------------------------------------------------------------------------------
     def configure(self, **changes: Any) -> None:
