@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Iterator
@@ -152,13 +153,14 @@ class SessionKeeper:
             self._owners.discard(owner)
         self.leases.release([owner])
 
-    def sweep(self) -> int:
-        """Renew this process's leases, then remove orphans: at start-up, then every `ttl / 3` seconds."""
+    def sweep(self, remove: bool = True) -> int:
+        """Renew this process's leases, then remove orphans (unless `remove` is False): at start-up, then every
+        `ttl / 3` seconds."""
         if self.leases is not None:
             with self._lock:
                 owners = list(self._owners)
             self.leases.renew(owners)
-        return remove_orphans(self.rag, self.leases, self.ttl)
+        return remove_orphans(self.rag, self.leases, self.ttl) if remove else 0
 
     def start(self) -> "SessionKeeper":
         if self.leases is not None and self._thread is None:
@@ -170,10 +172,15 @@ class SessionKeeper:
         self._stop.set()
 
     def _run(self) -> None:
+        # While the server was down no replica could renew its leases, so right after it comes back every
+        # lease may look expired: renew only, and remove nothing until every replica had a full `ttl` to renew.
+        unreachable_at: float | None = None
         while not self._stop.wait(self.ttl / 3):
             try:
-                self.sweep()
+                settled = unreachable_at is None or time.monotonic() - unreachable_at >= self.ttl
+                self.sweep(remove=settled)
             except Exception as exc:  # noqa: BLE001 - the server may be down for a while: next round
+                unreachable_at = time.monotonic()
                 log.warning("renewing session leases failed (%s); trying again in %.0f s", user_message(exc),
                             self.ttl / 3)
 
