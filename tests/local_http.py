@@ -21,11 +21,23 @@ class _HTTPServer(ThreadingHTTPServer):
 
 class LocalHTTPServer:
     handler: type[BaseHTTPRequestHandler]
+    fail: str | None = None  # the failure mode scripted by the subclass's `configure`
+    fail_times: int | None = None
 
     def __init__(self) -> None:
         self._stopping = threading.Event()  # set at stop: handlers that wait ("slow" modes) wake up and leave
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    def _take_failure(self) -> str | None:
+        """The failure mode for this request (call under the subclass's lock): `fail`, for the next `fail_times`
+        requests only when that is set (None: for all of them)."""
+        failure = self.fail
+        if failure is not None and self.fail_times is not None:
+            if self.fail_times <= 0:
+                return None
+            self.fail_times -= 1
+        return failure
 
     def start(self):
         self._httpd = _HTTPServer(("127.0.0.1", 0), self.handler)

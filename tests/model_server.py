@@ -156,12 +156,7 @@ class ModelServer(LocalHTTPServer):
             self._stopping.wait(self.latency)
         with self._lock:
             self.requests.append((path, body))
-            failure = self.fail
-            if failure is not None and self.fail_times is not None:
-                if self.fail_times <= 0:
-                    failure = None
-                else:
-                    self.fail_times -= 1
+            failure = self._take_failure()
             if self.api_key is not None and authorization != f"Bearer {self.api_key}":
                 failure = "401"
             return failure, self.delay, self.retry_after

@@ -215,12 +215,7 @@ class OpenAIServer(LocalHTTPServer):
         with self._lock:
             self.requests.append(body)
             self.request_headers.append({k.lower(): v for k, v in headers.items()})
-            failure = self.fail
-            if failure is not None and self.fail_times is not None:
-                if self.fail_times <= 0:
-                    failure = None
-                else:
-                    self.fail_times -= 1
+            failure = self._take_failure()
             reply = self.reply
             snapshot = (self.finish_reason, self.chunk_delay, self.delay)
         if failure not in FAILURES:
