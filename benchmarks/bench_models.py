@@ -9,7 +9,8 @@ the real Milvus FAQ (the tutorial's chunking); rerank queries are the FAQ questi
 weights cannot pick meaningful ones).
 
 Every stage prints seconds, tokens, FLOPs, the compute floor (FLOPs / the GEMM peak measured just before the
-stage, for the dtype the stage computes in), the ratio to it, and the model card's code on the same inputs:
+stage, for the dtype the stage computes in), the ratio to it, and the model card's code on the same inputs. Our
+stages run --repeat times (3) and keep the fastest, against the best peak measured before each run:
 - embedding: sentence-transformers `SentenceTransformer(model).encode(documents)` (Qwen3-Embedding card),
   loaded in fp32: the parity reference (cosine), and its time;
 - reranking: the Qwen3-Reranker card's transformers code (one padded batch, full-vocabulary logits), fp32.
@@ -46,16 +47,29 @@ def timed(fn, *args):
 
 
 class Run:
-    """The stages of one run, each with the GEMM peak measured right before it."""
+    """The stages of one run. Each timed stage runs `repeat` times with the GEMM peak measured right before each
+    time, and keeps its fastest time and the best peak: on a shared machine (other tenants, clock boost) both vary
+    by 10-20% from one minute to the next, and best against best is the comparison that repeats."""
 
-    def __init__(self, dtype: str):
-        self.dtype, self.stages = dtype, []
+    def __init__(self, dtype: str, repeat: int):
+        self.dtype, self.repeat, self.stages = dtype, repeat, []
 
     def peak(self) -> tuple[float, float]:
         wall, cpu = common.gemm_peak(self.dtype)
         print(f"  {common.load_average()}; {self.dtype} GEMM peak {wall:.0f} GFLOP/s per wall second, {cpu:.0f} "
               f"per CPU second of each thread", flush=True)
         return wall, cpu
+
+    def best(self, fn, *args):
+        """(fastest clock, its output, best peak) over `repeat` runs of fn(*args)."""
+        fastest, output, peak = None, None, (0.0, 0.0)
+        for _ in range(self.repeat):
+            measured = self.peak()
+            peak = (max(peak[0], measured[0]), max(peak[1], measured[1]))
+            clock, out = timed(fn, *args)
+            if fastest is None or clock.wall < fastest.wall:
+                fastest, output = clock, out
+        return fastest, output, peak
 
     def add(self, stage: common.Stage) -> None:
         self.stages.append(stage)
@@ -77,15 +91,14 @@ def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutoria
     lengths = ours._token_counts(docs)
     flops = sum(common.sequence_flops(config, n) for n in lengths)
     ours.embed_documents(docs[:2]), card.encode(docs[:2])  # warm-up
-    peak = run.peak()
     card_s, reference = timed(card.encode, docs)
-    our_s, vectors = timed(ours.embed_documents, docs)
+    our_s, vectors, peak = run.best(ours.embed_documents, docs)
     cosine = float(np.min(np.sum(vectors * reference, axis=1)))
     run.add(common.Stage(f"embed {len(docs)} FAQ chunks", f"ours packed ({ours.precision.name})", dtype, our_s,
                          sum(lengths), flops, peak, card_s, f"min cos {cosine:.6f} vs card {tutorial_dtype}"))
     if ours.packed:  # the padded path it replaced: length-sorted, token-capped padded batches through encode
         ours.packed = False
-        padded_s, vectors = timed(ours.embed_documents, docs)
+        padded_s, vectors, peak = run.best(ours.embed_documents, docs)
         ours.packed = True
         cosine = float(np.min(np.sum(vectors * reference, axis=1)))
         run.add(common.Stage(f"embed {len(docs)} FAQ chunks", "ours padded batches (before)", dtype, padded_s,
@@ -101,7 +114,12 @@ def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutoria
     q_lengths = ours._token_counts(prompts)
     q_flops = sum(common.sequence_flops(config, n) for n in q_lengths)
     card_s, reference = timed(lambda: np.stack([card.encode([q], prompt_name="query")[0] for q in queries]))
-    our_s, vectors = timed(lambda: np.stack([ours.embed_query(q) for q in queries]))  # distinct: no cache hits
+
+    def embed_queries():
+        ours.query_cache.clear()  # every repeat computes: no cache hits
+        return np.stack([ours.embed_query(q) for q in queries])
+
+    our_s, vectors, peak = run.best(embed_queries)
     cosine = float(np.min(np.sum(vectors * reference, axis=1)))
     run.add(common.Stage(f"embed {len(queries)} queries, one by one", f"ours ({ours.precision.name})", dtype,
                          our_s, sum(q_lengths), q_flops, peak, card_s,
@@ -122,10 +140,10 @@ def bench_rerank(run: Run, path, chunks: list[str], queries: list[str], tutorial
     dtype = common.compute_dtype(ours.precision)
     assert dtype == run.dtype, f"our reranker computes in {dtype}, the floor is for {run.dtype}"
     card = ReferenceReranker(str(path), dtype=getattr(torch, tutorial_dtype))
-    ours.score(queries[0], chunks[:2]), card.score(queries[0], chunks[:2])  # warm-up
-    peak = run.peak()
-    ours_s, card_s, tokens, flops, flops_pairs, delta, top3 = common.Clock(), common.Clock(), 0, 0.0, 0.0, 0.0, 0
-    ours_s.wall = ours_s.cpu = card_s.wall = card_s.cpu = 0.0
+    ours.score(queries[0], chunks[:2]), card.score(queries[0], chunks[:2])  # warm-up (and the static head's KV)
+    card_s, tokens, flops, flops_static, flops_pairs, reference = common.Clock(), 0, 0.0, 0.0, 0.0, []
+    card_s.wall = card_s.cpu = 0.0
+    static = len(ours.static_head(None))
     for query in queries:
         docs = candidates(chunks, query)
         sequences = ours.encode_pairs(query, docs, None)
@@ -134,16 +152,22 @@ def bench_rerank(run: Run, path, chunks: list[str], queries: list[str], tutorial
         # the least work that scores them: the shared head once, each pair's tail on its KV, 2 LM-head rows
         flops += common.sequence_flops(config, head) + \
             sum(common.sequence_flops(config, len(s) - head, past=head, head_rows=2) for s in sequences)
+        flops_static += common.sequence_flops(config, static)
         flops_pairs += sum(common.sequence_flops(config, len(s), head_rows=2) for s in sequences)
-        clock, reference = timed(card.score, query, docs)
+        clock, scores = timed(card.score, query, docs)
         card_s.wall, card_s.cpu = card_s.wall + clock.wall, card_s.cpu + clock.cpu
-        clock, scores = timed(ours.score, query, docs)
-        ours_s.wall, ours_s.cpu = ours_s.wall + clock.wall, ours_s.cpu + clock.cpu
-        delta = max(delta, max(abs(a - b) for a, b in zip(scores, reference)))
-        top3 += list(np.argsort(scores)[::-1][:3]) == list(np.argsort(reference)[::-1][:3])
+        reference.append(scores)
+    per_query = [(q, candidates(chunks, q)) for q in queries]
+    ours_s, ours_scores, peak = run.best(lambda: [ours.score(q, docs) for q, docs in per_query])
+    delta = max(abs(a - b) for s, r in zip(ours_scores, reference) for a, b in zip(s, r))
+    top3 = sum(list(np.argsort(s)[::-1][:3]) == list(np.argsort(r)[::-1][:3])
+               for s, r in zip(ours_scores, reference))
     n = len(queries)
     run.add(common.Stage(f"rerank 10 FAQ chunks x {n} queries", f"ours ({ours.precision.name})", dtype, ours_s,
                          tokens, flops, peak, card_s, f"max |d| {delta:.1e}, top-3 same {top3}/{n}"))
+    print(f"  the static head (system prompt + instruction, {static} tokens) is computed once per process, not per "
+          f"query: floor without it {(flops - flops_static) / peak[0] / 1e9:.2f} s "
+          f"({ours_s.wall / ((flops - flops_static) / peak[0] / 1e9):.2f}x)")
     print(f"  floor if every pair ran whole (no shared head): {flops_pairs / peak[0] / 1e9:.2f} s "
           f"({ours_s.wall / (flops_pairs / peak[0] / 1e9):.2f}x); the card's code also computes 151,669-row logits at every "
           f"padded position\n  {common.load_average()}", flush=True)
@@ -160,6 +184,8 @@ def main(argv=None):
     parser.add_argument("--embed-chunks", type=int, help="FAQ chunks to embed (default 28: every 3rd)")
     parser.add_argument("--queries", type=int, help="shipped FAQ questions to rerank for (default 3)")
     parser.add_argument("--skip", default="", help="comma-separated stages to skip: embed, rerank")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each of our stages: the fastest is kept, "
+                        "against the best GEMM peak measured before each (default 3)")
     parser.add_argument("--profile", action="store_true", help="torch profiler table of our embedding pass")
     parser.add_argument("--card-dtype", default="float32", help="dtype the model cards' code loads in (the "
                         "parity reference: float32). Under transformers 5 the cards' plain code keeps the "
@@ -174,7 +200,7 @@ def main(argv=None):
 
     from rag.models.devices import resolve_precision
 
-    run = Run(common.compute_dtype(resolve_precision("auto", "cpu", "bfloat16")))
+    run = Run(common.compute_dtype(resolve_precision("auto", "cpu", "bfloat16")), args.repeat)
     print(common.cpu_summary())
     print(f"checkpoints: {embed_path}, {rerank_path}; {len(chunks)} FAQ chunks; our compute dtype {run.dtype}")
     print(common.Stage.HEADER, flush=True)

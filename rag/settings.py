@@ -35,7 +35,7 @@ class Settings:
     device: str = "auto"  # auto = cuda -> mps -> cpu
     dtype: str = "auto"  # auto = bf16 on GPUs and CPUs with bf16 matmul, else fp32; or fp32/bf16/fp16
     embed_batch_size: int = 16
-    rerank_batch_size: int = 8
+    rerank_batch_size: int = 16  # documents per packed reranker pass (tokens are capped too: rag/models/batching.py)
     max_rerank_tokens: int = 1024  # per query+document pair, template included
     max_embed_tokens: int = 1024  # per document chunk
     # --- model servers (rag/models/remote_embedder.py, remote_reranker.py) ---------------------------

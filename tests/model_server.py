@@ -183,7 +183,8 @@ class ModelServer(LocalHTTPServer):
         with reranker._lock, torch.inference_mode():
             for i, document in enumerate(documents):
                 ids = head + tokenizer.encode(document, add_special_tokens=False)
-                reranker._fill(scores, [i], reranker._last_hidden([ids]))
+                hidden = reranker.model.model(input_ids=torch.tensor([ids])).last_hidden_state[:, -1]  # whole pair
+                reranker._fill(scores, [i], hidden)
         return scores
 
 

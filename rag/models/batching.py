@@ -1,4 +1,7 @@
-"""Length-aware padded batching: the reranker, and embedders that are not packed (rag/models/packed.py).
+"""Length-aware padded batching for embedders that are not packed, and the CPU token cap of every batch or pack.
+
+Qwen3 models run packed (rag/models/packed.py, rag/models/prefix_cache.py): `CPU_BATCH_TOKENS` is then the
+token budget of one packed pass, and `first_alone` orders the reranker's packs for progressive display.
 
 On a CPU one text of a few hundred tokens already keeps the matmuls near their peak, so batching buys little
 there and padding is pure loss; batches are capped in padded tokens as well as in rows, and closed before
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
-CPU_BATCH_TOKENS = 2048  # padded tokens per batch on CPU: a handful of few-hundred-token texts
+CPU_BATCH_TOKENS = 2048  # tokens per batch or pack on CPU: matmuls of ~300+ rows already run near the GEMM peak
 
 
 def token_batches(items: Sequence[int], lengths: Sequence[int], size: int, max_tokens: int = 1 << 30,

@@ -99,7 +99,7 @@ class SentenceTransformerEmbedder:
         self.instruction_aware = is_instruction_aware(self.model.prompts)
         self.packed = packable(self.model)
         if self.packed:
-            use_packed_attention(self.model)
+            use_packed_attention(self.model[0].auto_model)
         self.query_cache: BoundedCache[np.ndarray] = BoundedCache(query_cache_size)  # (instruction, text) -> vector
         self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
 

@@ -5,30 +5,58 @@ gives matmuls too short to reach the CPU's GEMM peak. Packing puts a batch's tex
 Linear layers (almost all of the FLOPs) then see every real token of the batch as one tall matrix and no padding,
 whatever the lengths. Each text keeps its own positions (restarting at 0) and attends only to itself: attention
 runs per text, causal SDPA on the text's own slice, exactly what the text computes alone. The last-token pooling
-then reads each text's last position.
+then reads each text's last position. A segment may also attend to a shared prefix of the keys first: the
+reranker packs every document's tail on its query's shared head that way (rag/models/prefix_cache.py).
 
 This is an attention implementation registered with transformers ("rag_packed"): the model is loaded by
 sentence-transformers as usual and stays correct for ordinary padded calls (it then uses the SDPA path and mask).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 ATTENTION = "rag_packed"
 
 
+class Segment(NamedTuple):
+    """Rows [start, end) of a packed call: they attend causally to themselves, after the first `prefix` key
+    positions (cached ones first, then this call's rows), which every row of the segment sees whole."""
+    start: int
+    end: int
+    prefix: int = 0
+
+
 def _packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                      rag_bounds: Sequence[tuple[int, int]] | None = None, **kwargs):
-    """SDPA per packed text (`rag_bounds`: its [start, end) in the row), or plain SDPA when not packed."""
+                      rag_segments: Sequence[Segment] | None = None, **kwargs):
+    """SDPA per packed segment (`rag_segments`), or transformers' own SDPA path when not packed.
+
+    Segments call torch's SDPA directly with `enable_gqa`: transformers' path copies the keys and values to every
+    query head whenever there is a mask, which measured twice the attention time (docs/benchmarks.md)."""
     import torch
+    from torch.nn.functional import scaled_dot_product_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if rag_bounds is None:
+    if rag_segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    outputs = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
-                                      dropout=dropout, scaling=scaling, is_causal=True)[0] for a, b in rag_bounds]
-    return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0], None
+    past = key.shape[2] - query.shape[2]  # cached positions come first in the keys
+    outputs = []
+    for start, end, prefix in rag_segments:
+        keys, values = key[:, :, past + start:past + end], value[:, :, past + start:past + end]
+        mask = None
+        if prefix:
+            if prefix == past + start:  # the prefix runs straight into the segment: one slice
+                keys, values = key[:, :, :past + end], value[:, :, :past + end]
+            else:
+                keys = torch.cat([key[:, :, :prefix], keys], dim=2)
+                values = torch.cat([value[:, :, :prefix], values], dim=2)
+            # row i sees the whole prefix and the segment's rows up to i
+            mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool, device=query.device)
+            mask = mask.tril(diagonal=prefix)
+        out = scaled_dot_product_attention(query[:, :, start:end], keys, values, attn_mask=mask,
+                                           is_causal=mask is None, scale=scaling, enable_gqa=True)
+        outputs.append(out.transpose(1, 2))  # [batch, rows, heads, head_dim], as transformers expects
+    return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0].contiguous(), None
 
 
 def _register() -> None:
@@ -55,9 +83,9 @@ def packable(model) -> bool:
 
 
 def use_packed_attention(model) -> None:
-    """Switch a packable sentence-transformers model's decoder to the packed attention, in place."""
+    """Switch a transformers decoder (Qwen3's) to the packed attention, in place; unpacked calls stay SDPA."""
     _register()
-    model[0].auto_model.set_attn_implementation(ATTENTION)
+    model.set_attn_implementation(ATTENTION)
 
 
 def pack_batches(lengths: Sequence[int], budget: int, rows: int) -> list[list[int]]:
@@ -85,6 +113,6 @@ def last_token_states(backbone, sequences: Sequence[Sequence[int]]):
     ids = torch.tensor([t for s in sequences for t in s], dtype=torch.long, device=device)[None]
     positions = torch.cat([torch.arange(len(s), device=device) for s in sequences])[None]
     ends = torch.tensor([len(s) for s in sequences], device=device).cumsum(0)
-    bounds = list(zip([0] + ends[:-1].tolist(), ends.tolist()))
-    hidden = backbone(input_ids=ids, position_ids=positions, rag_bounds=bounds).last_hidden_state[0]
+    segments = [Segment(a, b) for a, b in zip([0] + ends[:-1].tolist(), ends.tolist())]
+    hidden = backbone(input_ids=ids, position_ids=positions, rag_segments=segments).last_hidden_state[0]
     return hidden[ends - 1]

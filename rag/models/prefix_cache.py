@@ -1,41 +1,56 @@
-"""Run a shared prompt head once and every continuation on top of its KV cache.
+"""Run a shared prompt head once and every continuation on top of its keys/values, packed.
 
 All reranker inputs for one query start with the same tokens (system prompt + instruction + query): computing
-them once and reusing their keys/values saves that work for every candidate. Continuations are RIGHT-padded so
-each row's real tokens sit at the same positions as in the unpadded sequence; causal attention then never lets
-a real token see padding, and each row's last real token is gathered by its length.
+them once and reusing their keys/values saves that work for every candidate. The continuations (each document's
+tail) go end to end in one row with the head's rest (rag/models/packed.py): no padding, so the Linear layers,
+almost all of the work, see every real token of the pass as one tall matrix, and a bf16-stored model widens its
+weights once per pass instead of once per small batch. Each tail sees the whole head and itself, causally, at
+the positions it has in its unsplit sequence, so it computes what a full pass over head + tail computes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
+from rag.models.packed import Segment
 
-def encode_head(decoder, head_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per layer (keys, values) of shape [1, kv_heads, len(head_ids), head_dim]."""
-    ids = torch.tensor([list(head_ids)], device=decoder.device)
-    out = decoder(input_ids=ids, use_cache=True)
-    return [(layer.keys, layer.values) for layer in out.cache.layers]  # `cache`: transformers 5 name
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [1, kv_heads, positions, head_dim]
 
 
-def last_hidden_after_head(decoder, head_kv: list[tuple[torch.Tensor, torch.Tensor]],
-                           tails: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
-    """Hidden state at the last token of each `head + tail`, [len(tails), hidden], as a full pass computes it."""
+@dataclass
+class Pass:
+    """What one packed pass gives back."""
+    last_hidden: torch.Tensor  # [len(tails), hidden]: the final hidden state at each tail's last token
+    head: KV  # keys/values of the whole head (the cached part + the rest run in this pass)
+
+
+def kv_length(kv: KV | None) -> int:
+    return kv[0][0].shape[-2] if kv else 0
+
+
+def extend(decoder, past: KV | None, head_rest: Sequence[int], tails: Sequence[Sequence[int]]) -> Pass:
+    """One packed pass: `head_rest` continues the head cached in `past`, then every tail runs on the whole head.
+
+    `past` is never modified (the cache concatenates into new tensors), so one head serves any number of passes.
+    """
     from transformers import DynamicCache
 
-    batch, head_len = len(tails), head_kv[0][0].shape[-2]
-    lengths = torch.tensor([len(t) for t in tails], device=decoder.device)
-    width = int(lengths.max())
-    ids = torch.full((batch, width), pad_id, dtype=torch.long, device=decoder.device)
-    for row, tail in enumerate(tails):
-        ids[row, :len(tail)] = torch.tensor(tail, device=decoder.device)
-    real = torch.arange(width, device=decoder.device)[None, :] < lengths[:, None]
-    mask = torch.cat([torch.ones(batch, head_len, dtype=torch.long, device=decoder.device), real.long()], dim=1)
-    positions = torch.arange(head_len, head_len + width, device=decoder.device).expand(batch, width)
-    # expand() is a view; the cache's first update copies it into [batch, ...] tensors, so head_kv stays intact
-    cache = DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
-                                         for k, v in head_kv])
-    hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                     use_cache=True).last_hidden_state
-    return hidden[torch.arange(batch, device=decoder.device), lengths - 1]
+    device = decoder.device
+    start = kv_length(past)
+    head_end = start + len(head_rest)
+    ids = list(head_rest) + [t for tail in tails for t in tail]
+    positions = list(range(start, head_end)) + [p for tail in tails for p in range(head_end, head_end + len(tail))]
+    segments = [Segment(0, len(head_rest), start)] if head_rest else []
+    ends = []
+    row = len(head_rest)
+    for tail in tails:
+        segments.append(Segment(row, row + len(tail), head_end))
+        row += len(tail)
+        ends.append(row - 1)
+    cache = DynamicCache(ddp_cache_data=past) if past else DynamicCache()
+    out = decoder(input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([positions], device=device),
+                  cache=cache, use_cache=True, rag_segments=segments)
+    head = [(layer.keys[:, :, :head_end], layer.values[:, :, :head_end]) for layer in out.cache.layers]
+    return Pass(out.last_hidden_state[0, ends], head)  # `cache`: transformers 5 name

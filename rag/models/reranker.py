@@ -2,22 +2,27 @@
 
 `Reranker.score` is the whole contract. The implementation computes only what the score needs: the hidden
 state of the last position, projected onto the two LM-head rows for "no" and "yes" (not 151k logits at
-every position), in length-sorted batches so short documents are not padded to the longest one. The tokens
-every pair shares (system prompt + instruction + query) run once per call; each document's tokens then run on
-their KV cache (rag/prefix_cache.py). Token ids are those of the reference tokenisation of the whole pair, so
-the split never changes what the model sees.
+every position). The tokens every pair shares (system prompt + instruction + query) run once per call, the
+system prompt + instruction part once per process; the documents' tails then run on their keys/values, packed
+end to end with no padding (rag/models/prefix_cache.py). Token ids are those of the reference tokenisation of
+the whole pair, so the split never changes what the model sees.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from rag.models.batching import first_alone, token_batches
+from rag.models.batching import first_alone
+from rag.models.cache import BoundedCache
 from rag.models.contracts import BatchFn
+from rag.models.packed import pack_batches
 from rag.models.priority import GATE
 from rag.settings import DEFAULT_TASK
 from rag.types import Backend
+
+if TYPE_CHECKING:
+    from rag.models.prefix_cache import KV
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +59,13 @@ class Qwen3Reranker:
     """`rag.models.Reranker` over a Qwen3 causal LM (Qwen/Qwen3-Reranker-0.6B by default).
 
     `dtype="int8"` quantises the Linear layers of a model this class loads (an injected `model` is used as is).
-    `prefix_cache=False` scores every pair with one full pass, as the reference does (for comparison).
-    `batch_tokens` caps padded tokens per batch (CPU default in rag/batching.py, measured in docs/benchmarks.md).
+    `prefix_cache=False` runs every pair whole, without sharing the head (for comparison).
+    `batch_size` and `batch_tokens` cap the documents and tokens of one packed pass (CPU default in
+    rag/models/batching.py, measured in docs/benchmarks.md).
     """
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, device: str = "auto",
-                 dtype: str = "auto", batch_size: int = 8, max_tokens: int = 1024, prefix_cache: bool = True,
+                 dtype: str = "auto", batch_size: int = 16, max_tokens: int = 1024, prefix_cache: bool = True,
                  batch_tokens: int | None = None, model=None, tokenizer=None):
         from rag.models.devices import runtime_for
 
@@ -81,6 +87,11 @@ class Qwen3Reranker:
             from rag.models.devices import quantize_linears
 
             quantize_linears(self.model.model)  # the decoder only: the LM head is read as two fp32 rows
+        from rag.models.packed import use_packed_attention
+
+        use_packed_attention(self.model)  # plain calls (no segments) still get SDPA, so sharing the model is safe
+        # keys/values of the static head (system prompt + instruction) per instruction: ~14 MB each at 0.6B
+        self._static_heads: BoundedCache[KV] = BoundedCache(4)
         self._lock = threading.Lock()
 
     @property
@@ -130,6 +141,12 @@ class Qwen3Reranker:
         """The ids every pair of this query starts with, if its tokenisation splits there (checked per pair)."""
         return self.prefix_ids + self.tokenizer.encode(query_part(query, instruction), add_special_tokens=False)
 
+    def static_head(self, instruction: str | None) -> list[int]:
+        """The ids of the head up to the query text, the same for every query with this instruction (cut before
+        `<Query>:`'s space, which BPE may merge into the query's first word)."""
+        return self.prefix_ids + self.tokenizer.encode(query_part("", instruction).rstrip("\n").rstrip(" "),
+                                                       add_special_tokens=False)
+
     def score(self, query: str, documents: Sequence[str], instruction: str | None = None,
               on_batch: BatchFn | None = None) -> list[float]:
         if not documents:
@@ -140,24 +157,44 @@ class Qwen3Reranker:
         # across the boundary or truncation into the query would break that) and leave a non-empty tail.
         cached = [i for i, s in enumerate(sequences)
                   if head and len(s) > len(head) and s[:len(head)] == head]
-        full = sorted(set(range(len(sequences))) - set(cached), key=lambda i: len(sequences[i]))
+        alone = sorted(set(range(len(sequences))) - set(cached), key=lambda i: len(sequences[i]))
         cached.sort(key=lambda i: len(sequences[i]))
         scores = [0.0] * len(sequences)
         with GATE.urgent(), self._lock, _inference():
-            if cached:
-                from rag.models.prefix_cache import encode_head
-
-                head_kv = encode_head(self.model.model, head)
-                tail_lengths = [len(sequences[i]) - len(head) for i in cached]
-                batches = token_batches(cached, tail_lengths, self.batch_size, self.batch_tokens)
-                for batch in first_alone(batches) if on_batch else batches:  # the shortest: first on the page
-                    tails = [sequences[i][len(head):] for i in batch]
-                    self._fill(scores, batch, self._last_hidden_cached(head_kv, tails), on_batch)
-            lengths = [len(sequences[i]) for i in full]
-            batches = token_batches(full, lengths, self.batch_size, self.batch_tokens)
-            for batch in first_alone(batches) if on_batch and not cached else batches:
-                self._fill(scores, batch, self._last_hidden([sequences[i] for i in batch]), on_batch)
+            past, rest = self._cached_static_head(head, instruction) if cached else (None, [])
+            packs = self._packs(cached, [len(sequences[i]) - len(head) for i in cached], on_batch)
+            for pack in packs:  # the first pass runs the head's rest too; later ones reuse the whole head
+                done = self._extend(past, rest, [sequences[i][len(head):] for i in pack])
+                past, rest = done.head, []
+                self._fill(scores, pack, done.last_hidden, on_batch)
+            packs = self._packs(alone, [len(sequences[i]) for i in alone], on_batch if not cached else None)
+            for pack in packs:  # pairs that share no head: each one whole, packed side by side
+                self._fill(scores, pack, self._extend(None, [], [sequences[i] for i in pack]).last_hidden, on_batch)
         return scores
+
+    def _packs(self, items: list[int], lengths: list[int], on_batch: BatchFn | None) -> list[list[int]]:
+        """Length-sorted items in packs capped by tokens and rows; with progress, the shortest alone first, so
+        the first score reaches the page after one short pass."""
+        packs = [[items[j] for j in pack] for pack in pack_batches(lengths, self.batch_tokens, self.batch_size)]
+        return list(first_alone(iter(packs))) if on_batch else packs
+
+    def _cached_static_head(self, head: list[int], instruction: str | None) -> tuple[KV | None, list[int]]:
+        """The static part of `head` (system prompt + instruction) from the cache, computed on first use, and the
+        ids still to run (the query's). Without a clean token boundary there, the whole head is still to run."""
+        static = self.static_head(instruction)
+        if not (0 < len(static) < len(head)) or head[:len(static)] != static:
+            return None, head
+        key = tuple(static)
+        kv = self._static_heads.get(key)
+        if kv is None:
+            kv = self._extend(None, static, []).head
+            self._static_heads.put(key, kv)
+        return kv, head[len(static):]
+
+    def _extend(self, past: KV | None, head_rest: list[int], tails: list[list[int]]):
+        from rag.models.prefix_cache import extend
+
+        return extend(self.model.model, past, head_rest, tails)
 
     def _fill(self, scores: list[float], batch: list[int], hidden, on_batch: BatchFn | None = None) -> None:
         import torch
@@ -169,17 +206,6 @@ class Qwen3Reranker:
             scores[i] = s
         if on_batch is not None:
             on_batch(list(batch), batch_scores)
-
-    def _last_hidden_cached(self, head_kv, tails: list[list[int]]):
-        from rag.models.prefix_cache import last_hidden_after_head
-
-        return last_hidden_after_head(self.model.model, head_kv, tails, self.tokenizer.pad_token_id or 0)
-
-    def _last_hidden(self, sequences: list[list[int]]):
-        """One left-padded full pass: the last position is every row's last real token."""
-        inputs = self.tokenizer.pad({"input_ids": sequences}, padding=True, return_tensors="pt")
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        return self.model.model(**inputs).last_hidden_state[:, -1, :]
 
 
 def _inference():

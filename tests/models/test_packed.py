@@ -57,6 +57,25 @@ def test_a_text_packed_with_others_equals_the_text_alone(tiny_embedder):
     assert torch.allclose(together, alone, atol=1e-5)
 
 
+def test_segments_on_a_shared_prefix_equal_each_sequence_alone(tiny_reranker):
+    """A tail packed after its head's cached keys/values, next to other tails, computes what head + tail computes
+    in one ordinary pass: the reranker's packed path (rag/models/prefix_cache.py)."""
+    from rag.models.prefix_cache import extend
+
+    decoder = tiny_reranker.model.model
+    head = tiny_reranker.tokenizer.encode("a shared head of a few tokens", add_special_tokens=False)
+    tails = [tiny_reranker.tokenizer.encode(t, add_special_tokens=False) for t in ("one", "two words", "x " * 30)]
+    with torch.inference_mode():
+        alone = torch.stack([decoder(input_ids=torch.tensor([head + t])).last_hidden_state[0, -1] for t in tails])
+        cached = extend(decoder, None, head[:3], [])  # part of the head cached, the rest run with the tails
+        first = extend(decoder, cached.head, head[3:], tails[:1])
+        rest = extend(decoder, first.head, [], tails[1:])
+        whole = extend(decoder, None, head, tails)
+    assert torch.allclose(torch.cat([first.last_hidden, rest.last_hidden]), alone, atol=1e-5)
+    assert torch.allclose(whole.last_hidden, alone, atol=1e-5)
+    assert first.head[0][0].shape[-2] == len(head) and cached.head[0][0].shape[-2] == 3
+
+
 def test_packed_model_still_serves_ordinary_padded_calls(tiny_embedder, card):
     """The registered attention falls back to SDPA with its mask when a caller pads (e.g. `encode`)."""
     assert _min_cosine(tiny_embedder.model.encode(TEXTS), card.encode(TEXTS)) >= 0.9999

@@ -45,8 +45,8 @@ def test_prefix_cache_matches_reference_within_1e4(tiny_reranker, reference, que
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 16])
-def test_batch_sizes_and_right_padding_match_reference(tiny_reranker, reference, batch_size):
-    ranker = _ranker(tiny_reranker, batch_size=batch_size, batch_tokens=4096)  # no token cap: real batches
+def test_pack_sizes_match_reference(tiny_reranker, reference, batch_size):
+    ranker = _ranker(tiny_reranker, batch_size=batch_size, batch_tokens=4096)  # no token cap: packs of that size
     docs = DOCS + ["", "Lava.", DOCS[0]]  # empty, tiny and duplicate documents too
     ours = ranker.score(QUERY, docs, instruction="Judge whether the passage is about geology")
     ref = reference.score(QUERY, docs, "Judge whether the passage is about geology")
@@ -59,6 +59,30 @@ def test_cache_is_reused_not_mutated_between_batches_and_calls(tiny_reranker):
     first = ranker.score(QUERY, DOCS)
     assert ranker.score(QUERY, DOCS) == pytest.approx(first, abs=1e-6)
     assert ranker.score(QUERY, DOCS[2:3]) == pytest.approx(first[2:3], abs=1e-6)
+
+
+@pytest.mark.parametrize("instruction", [None, "Judge whether the passage is about geology", "trailing  ",
+                                         "ends in a newline\n", "数据库"])
+def test_static_head_is_computed_once_per_instruction_and_changes_nothing(tiny_reranker, reference, instruction):
+    """System prompt + instruction run once; every later query (any query text) runs only its own tokens."""
+    ranker = _ranker(tiny_reranker)
+    for query in ODD_QUERIES[:4]:
+        assert _max_delta(ranker.score(query, DOCS, instruction), reference.score(query, DOCS, instruction)) <= 1e-4
+    static = ranker.static_head(instruction)
+    assert all(ranker.shared_head(q, instruction)[:len(static)] == static for q in ODD_QUERIES)
+    assert len(ranker._static_heads) == 1 and ranker._static_heads.misses == 1 and ranker._static_heads.hits == 3
+
+
+def test_progress_reports_the_shortest_document_alone_first_then_packs(tiny_reranker, reference):
+    ranker = _ranker(tiny_reranker, batch_size=3)
+    reports = []
+    scores = ranker.score(QUERY, DOCS, on_batch=lambda items, batch_scores: reports.append((items, batch_scores)))
+    lengths = [len(s) for s in ranker.encode_pairs(QUERY, DOCS, None)]
+    assert len(reports[0][0]) == 1 and lengths[reports[0][0][0]] == min(lengths)
+    assert sorted(i for items, _ in reports for i in items) == list(range(len(DOCS)))
+    assert all(len(items) <= 3 for items, _ in reports)
+    assert all(scores[i] == s for items, batch in reports for i, s in zip(items, batch))
+    assert _max_delta(scores, reference.score(QUERY, DOCS)) <= 1e-4
 
 
 def test_full_pass_option_and_fallback_match_reference(tiny_reranker, reference, monkeypatch):
