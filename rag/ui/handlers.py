@@ -191,7 +191,7 @@ class ChatHandlers:
                 if step.stage == RERANKED and step.warning:
                     gr.Warning(step.warning)  # the reranker's server failed: first-stage order, still answered
                 record = TurnRecord.settled(step, question, context, options)
-                yield from self._step_views(self._view(step, options, turn, chat), step.stage,
+                yield from self._step_views(self._view(step, options, turn, chat), step, options,
                                             KEEP if record is None else record)
                 if step.stage == DENSE and not step.retrieval.candidates:
                     return
@@ -205,19 +205,24 @@ class ChatHandlers:
             yield ChatView(chatbot=_with_reply(chat, "⚠ " + safe_markdown(message)))
 
     @staticmethod
-    def _step_views(view: ChatView, stage: str, record: TurnRecord | Keep) -> Iterator[ChatView]:
-        if stage == RERANKING:  # scores fill the table as they come; the plot waits for all of them
+    def _step_views(view: ChatView, step: TurnStep, options: QueryOptions,
+                    record: TurnRecord | Keep) -> Iterator[ChatView]:
+        if step.stage == RERANKING:  # scores fill the table as they come; the plot waits for all of them
             yield replace(view, plot=KEEP, cards=KEEP)
             return
-        if stage == DENSE:
-            # Table first: Gradio encodes every output of a yield before sending it, and the plot takes
-            # ~0.4 s to draw and encode on a 2-core CPU. The plot (and a settled record) follow right after.
-            yield replace(view, plot=KEEP)
-            view = ChatView(plot=view.plot)
-        yield replace(view, turn=record)
+        if step.stage == ANSWER:
+            yield replace(view, turn=record)
+            return
+        # Table first: Gradio encodes every output of a yield before sending it, and the plot takes ~0.4 s to
+        # draw and encode on a 2-core CPU. The plot and a settled record follow right after. While the reranker
+        # runs the plot is cleared, not drawn: that would hold back its first pass (Gradio asks for the next step
+        # once a yield is sent); it is drawn once, with every score in.
+        yield view
+        pending = step.stage == DENSE and options.use_reranker
+        yield ChatView(plot=None if pending else ranking_figure(step.retrieval, options.top_n), turn=record)
 
     def _view(self, step: TurnStep, options: QueryOptions, turn: int, chat: list[dict]) -> ChatView:
-        """The chat, table, plot, timings, cards and candidates for one step of the turn."""
+        """The chat, table, timings, cards and candidates for one step of the turn (the plot: `_step_views`)."""
         if step.stage == ANSWER:
             return self._answer_view(step, turn, chat)
         retrieval = step.retrieval
@@ -226,9 +231,8 @@ class ChatHandlers:
         ran_on = dict(retrieval.ran_on)
         if pending and self.rag.reranker is not None:
             ran_on["rerank"] = self.rag.reranker.backend
-        plot = KEEP if step.stage == RERANKING else ranking_figure(retrieval, options.top_n, pending)
         return ChatView(chatbot=_with_reply(chat, self._progress_text(step, pending)),
-                        table=fmt.candidates_table(retrieval, options.top_n, pending), plot=plot,
+                        table=fmt.candidates_table(retrieval, options.top_n, pending), plot=KEEP,
                         timings=fmt.status_markdown(step.timings, retrieval, running, ran_on),
                         cards=fmt.passage_cards(None if pending else retrieval, turn),
                         candidates=list(retrieval.candidates))

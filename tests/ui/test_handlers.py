@@ -121,18 +121,25 @@ def test_ask_streams_a_cited_answer_with_timings_of_every_stage(llm_chat, openai
     assert shown(steps).last == {"question": "Which database stores embeddings?", "context": 0}
 
 
-def test_plot_is_a_figure_before_and_after_reranking(llm_chat):
+def test_plot_is_drawn_once_every_rerank_score_is_in(llm_chat):
+    """While the reranker runs the old plot is cleared and nothing is drawn: drawing would hold back its first
+    pass. Without reranking the plot comes with the first-stage results."""
     from matplotlib.figure import Figure
 
-    plots = [p for p in sent(run_ask(llm_chat, "volcano eruption"), "plot") if isinstance(p, Figure)]
-    assert len(plots) == 2
+    steps = run_ask(llm_chat, "volcano eruption")
+    plots = sent(steps, "plot")
+    assert plots[0] is None and [type(p) for p in plots[1:]] == [Figure]
+    final_table = max(i for i, s in enumerate(steps) if isinstance(s.table, pd.DataFrame))
+    assert isinstance(steps[final_table + 1].plot, Figure)  # right after the reranked table
+    plots = sent(run_ask(llm_chat, "volcano eruption", use_reranker=False), "plot")
+    assert plots and all(isinstance(p, Figure) for p in plots)
 
 
 def test_dense_table_is_sent_before_the_plot_is_drawn(llm_chat):
     # Gradio encodes all outputs of a yield before sending any: the table must not wait for the plot
     from matplotlib.figure import Figure
 
-    steps = run_ask(llm_chat, "volcano eruption")
+    steps = run_ask(llm_chat, "volcano eruption", use_reranker=False)
     first_table = next(i for i, s in enumerate(steps) if isinstance(s.table, pd.DataFrame))
     assert steps[first_table].plot is KEEP
     assert isinstance(steps[first_table + 1].plot, Figure) and steps[first_table + 1].table is KEEP
