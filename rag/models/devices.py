@@ -108,6 +108,37 @@ def runtime_for(model_name: str, device: str, dtype: str, *, loaded: bool, batch
     return Runtime(resolved, resolve_precision(dtype, resolved, stored), cap)
 
 
+def own_weights(model) -> int:
+    """Copy the weights that still live in the checkpoint file's memory map into this process's own memory, in
+    place; returns how many tensors were copied.
+
+    transformers maps safetensors files and, when a tensor is loaded in its stored dtype (the releases' bf16
+    weights kept as bf16, an fp32 checkpoint loaded in fp32), keeps it backed by the file's pages. Those are clean
+    page cache: the kernel drops them when memory is wanted or they sit idle, and the next forward pass faults
+    them back from disk. Measured here: 863 MB of the 0.6B reranker's weights were file pages, and the first
+    rerank after the model sat idle took 18.4 s instead of 12.5 s. Anonymous memory of the same size stays put
+    (a Space has no swap). Linux only (/proc/self/maps); elsewhere nothing is copied.
+    """
+    import itertools
+
+    try:
+        maps = open("/proc/self/maps", encoding="ascii", errors="ignore").read().splitlines()
+    except OSError:
+        return 0
+    mapped = []
+    for line in maps:
+        fields = line.split()
+        if len(fields) >= 6 and fields[5].endswith(".safetensors"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            mapped.append((start, end))
+    copied = 0
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.device.type == "cpu" and any(a <= tensor.data_ptr() < b for a, b in mapped):
+            tensor.data = tensor.data.clone()
+            copied += 1
+    return copied
+
+
 def quantize_linears(module):
     """Replace every nn.Linear inside `module` by a dynamically quantised int8 one, in place.
 

@@ -113,6 +113,9 @@ class SentenceTransformerEmbedder:
             model = SentenceTransformer(model_name, device=self.device,
                                         model_kwargs={"dtype": self.torch_dtype})
         use_left_padding(model)
+        from rag.models.devices import own_weights
+
+        own_weights(model)
         model.max_seq_length = min(max_tokens, model.max_seq_length or max_tokens)
         if self.precision.int8:
             from rag.models.devices import quantize_linears

@@ -115,6 +115,9 @@ class Qwen3Reranker:
 
         with loading("reranker", model_name, "RAG_RERANKER_MODEL / --reranker-model (none turns it off)"):
             model = AutoModelForCausalLM.from_pretrained(model_name, dtype=self.torch_dtype)
+        from rag.models.devices import own_weights
+
+        own_weights(model)
         if self.precision.bf16_weights:
             from rag.models.devices import compute_in_fp32
 

@@ -49,3 +49,34 @@ def test_embedder_with_bf16_weights_matches_fp32_reference(bf16_paths):
     got = ours.embed_documents(texts)
     assert got.dtype == np.float32
     assert np.min(np.sum(got * ref, axis=1)) >= 0.9999
+
+
+def _file_backed(model) -> list[str]:
+    """Names of the tensors whose memory is a mapping of a .safetensors file."""
+    ranges = []
+    for line in open("/proc/self/maps", encoding="ascii", errors="ignore"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5].endswith(".safetensors"):
+            ranges.append([int(x, 16) for x in fields[0].split("-")])
+    return [name for name, t in list(model.named_parameters()) + list(model.named_buffers())
+            if any(a <= t.data_ptr() < b for a, b in ranges)]
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/maps"), reason="Linux memory maps")
+def test_loaded_weights_live_in_process_memory_not_in_the_checkpoint_file(bf16_paths):
+    """transformers keeps tensors loaded in their stored dtype as views of the mmapped safetensors file, whose
+    pages the kernel may drop while the model idles (the next question then reads them back from disk)."""
+    from transformers import AutoModelForCausalLM
+
+    from rag.models.devices import own_weights
+
+    plain = AutoModelForCausalLM.from_pretrained(str(bf16_paths[1]), dtype=torch.bfloat16)
+    mapped = _file_backed(plain)
+    assert mapped  # the hazard exists: without the copy these stay file pages
+    before = {name: t.detach().clone() for name, t in plain.named_parameters()}
+    assert own_weights(plain) == len(mapped) and _file_backed(plain) == []
+    assert all(torch.equal(t, before[name]) for name, t in plain.named_parameters())
+    assert plain.get_output_embeddings().weight is plain.get_input_embeddings().weight  # still tied
+    ours = [Qwen3Reranker(str(bf16_paths[1]), device="cpu", dtype="bf16w").model,
+            SentenceTransformerEmbedder(str(bf16_paths[0]), device="cpu", dtype="bf16w").model]
+    assert [_file_backed(m) for m in ours] == [[], []]
