@@ -31,7 +31,8 @@ def _packed_attention(module, query, key, value, attention_mask, dropout: float 
     """SDPA per packed segment (`rag_segments`), or transformers' own SDPA path when not packed.
 
     Segments call torch's SDPA directly with `enable_gqa`: transformers' path copies the keys and values to every
-    query head whenever there is a mask, which measured twice the attention time (docs/benchmarks.md)."""
+    query head whenever there is a mask, which measured twice the attention time (docs/benchmarks.md). Packed
+    calls are inference only (`dropout` is ignored there)."""
     import torch
     from torch.nn.functional import scaled_dot_product_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
