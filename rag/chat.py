@@ -76,13 +76,14 @@ def run_turn(rag: RAG, answerer: Answerer, question: str, history: list[dict] | 
         dense = rag.first_stage(query, options.top_k, options.query_instruction or None, owner or None,
                                 options.retrieval_mode)
     timings.update(dense.timings)
+    # The reranker starts now and scores while the page draws the first-stage table. Its worker holds the
+    # priority gate while it scores (rag/models/scores.py): no lock is held across these yields, which wait for
+    # the page.
+    steps = rag.rerank_steps(dense, options.top_n, options.rerank_instruction or None, options.use_reranker)
     yield TurnStep(DENSE, query, dense, dict(timings))
     final, warning = dense, None
     try:
-        # The reranker's worker holds the priority gate while it scores (rag/models/scores.py): no lock is held
-        # across these yields, which wait for the page.
-        for final in rag.rerank_steps(dense, options.top_n, options.rerank_instruction or None,
-                                      options.use_reranker):
+        for final in steps:
             if final.pending:
                 yield TurnStep(RERANKING, query, final, dict(timings))  # "rerank" is timed once it is done
     except ModelServerError as exc:

@@ -17,7 +17,7 @@ from rag.ingest.loaders import IngestLimits
 from rag.ingest.report import IngestReport
 from rag.models import Embedder, Reranker, make_embedder, make_reranker
 from rag.models.priority import GATE
-from rag.models.scores import CachedScorer
+from rag.models.scores import CachedScorer, ScoreBatch
 from rag.settings import Settings
 from rag.store import Store, make_client
 from rag.store.fusion import Fused, Ranked, adaptive, lexical_weight, rrf, weighted
@@ -177,18 +177,25 @@ class RAG:
         """Stage 2 as it happens: partial results (first-stage order, the scores known so far, `pending` > 0)
         after the cached scores and after each batch the reranker finishes, then the final one, reordered by
         rerank score with the `top_n` selected (what `rerank` returns). Without reranking: the final one only.
-        Candidates are copies: the first stage's `retrieval` is left as it was."""
-        top_n = top_n or self.settings.top_n
+        Candidates are copies: the first stage's `retrieval` is left as it was.
+
+        The reranker starts when this is called (rag/models/scores.py), so it scores while the caller shows the
+        first stage."""
         candidates = [replace(c) for c in retrieval.candidates]
+        reranked = bool(use_reranker and self.scorer is not None and candidates)
+        batches = self.scorer.batches(retrieval.query, [c.text for c in candidates],
+                                      rerank_instruction or self.settings.rerank_instruction) if reranked else None
+        return self._reranked(retrieval, candidates, batches, top_n or self.settings.top_n)
+
+    def _reranked(self, retrieval: Retrieval, candidates: list[Candidate], batches: Iterator[ScoreBatch] | None,
+                  top_n: int) -> Iterator[Retrieval]:
         timings = dict(retrieval.timings)
         ran_on = dict(retrieval.ran_on)
-        reranked = bool(use_reranker and self.scorer is not None and candidates)
-        if reranked:
+        if batches is not None:
             ran_on["rerank"] = self.reranker.backend
             started = time.perf_counter()
             pending = len(candidates)
-            instruction = rerank_instruction or self.settings.rerank_instruction
-            for batch in self.scorer.batches(retrieval.query, [c.text for c in candidates], instruction):
+            for batch in batches:
                 for i, s in zip(batch.positions, batch.scores):
                     candidates[i].rerank_score, candidates[i].rerank_cached = s, batch.cached
                 pending -= len(batch.positions)
@@ -202,7 +209,7 @@ class RAG:
                 c.rerank_rank = rank
         for position, c in enumerate(candidates):
             c.selected = position < top_n
-        yield Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=reranked,
+        yield Retrieval(query=retrieval.query, candidates=candidates, timings=timings, reranked=batches is not None,
                         mode=retrieval.mode, ran_on=ran_on, lexical_weight=retrieval.lexical_weight)
 
     def retrieve(self, query: str, top_k: int | None = None, top_n: int | None = None,

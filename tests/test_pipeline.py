@@ -91,6 +91,31 @@ def test_rerank_steps_fill_scores_batch_by_batch_then_end_as_rerank_does(small_b
     assert all(c.rerank_score == known[c.chunk_id] for c in final.candidates if c.chunk_id in known)
 
 
+def test_rerank_steps_and_a_turn_start_the_reranker_before_the_first_stage_is_shown(small_batch_rag, monkeypatch):
+    """A turn yields the first-stage step to the page, which draws it; the reranker works meanwhile."""
+    import threading
+
+    from rag.chat import DENSE, QueryOptions, run_turn
+
+    started = threading.Event()
+    score = small_batch_rag.reranker.score
+
+    def observed(*args, **kwargs):
+        started.set()
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(small_batch_rag.reranker, "score", observed)
+    first = small_batch_rag.first_stage("How do bees make honey?", top_k=7, mode="dense")
+    steps = small_batch_rag.rerank_steps(first, top_n=2)
+    assert started.wait(timeout=60)  # no step read yet
+    assert list(steps)[-1].scored == 7
+    started.clear()
+    options = QueryOptions.from_settings(small_batch_rag.settings, retrieval_mode="dense", top_k=7)
+    turn = run_turn(small_batch_rag, None, "Why do bees dance?", None, options)  # no answer is read here
+    assert next(turn).stage == DENSE and started.wait(timeout=60)
+    turn.close()
+
+
 def test_a_repeated_query_takes_every_score_from_the_cache(small_batch_rag):
     fresh = small_batch_rag.retrieve("How do bees make honey?", top_k=7, top_n=2, mode="dense")
     again = small_batch_rag.retrieve("How do bees make honey?", top_k=7, top_n=2, mode="dense")

@@ -39,16 +39,21 @@ class CachedScorer:
 
     def batches(self, query: str, documents: Sequence[str], instruction: str | None = None) -> Iterator[ScoreBatch]:
         """Every document's score exactly once: first the cached ones (one batch, if any), then the reranker's
-        batches in the order it finishes them. Computed scores go into the cache."""
+        batches in the order it finishes them. Computed scores go into the cache.
+
+        The reranker starts on the missing scores when this is called, not when the first batch is read: a
+        caller that first shows something else (the page drawing the first-stage table) is not waiting on it."""
         keys = [self.key(query, d, instruction) for d in documents]
         found = self.cache.get_many(keys)
         hits = [i for i, s in enumerate(found) if s is not None]
-        if hits:
-            yield ScoreBatch(hits, [found[i] for i in hits], cached=True)
         missing = [i for i, s in enumerate(found) if s is None]
-        if not missing:
-            return
-        for positions, scores in _streamed(self.reranker, query, [documents[i] for i in missing], instruction):
+        computed = _streamed(self.reranker, query, [documents[i] for i in missing], instruction) if missing else None
+        return self._in_order(keys, hits, [found[i] for i in hits], missing, computed)
+
+    def _in_order(self, keys, hits: list[int], found: list[float], missing: list[int], computed) -> Iterator[ScoreBatch]:
+        if hits:
+            yield ScoreBatch(hits, found, cached=True)
+        for positions, scores in computed or ():
             positions = [missing[p] for p in positions]
             for i, s in zip(positions, scores):
                 self.cache.put(keys[i], float(s))
@@ -68,9 +73,10 @@ _DONE = object()
 
 def _streamed(reranker: Reranker, query: str, documents: list[str],
               instruction: str | None) -> Iterator[tuple[list[int], list[float]]]:
-    """`reranker.score` in a worker thread, its `on_batch` reports as an iterator. The worker holds no lock
-    across a yield of this generator: a consumer that stops reading (a closed browser tab) leaves it to finish
-    its one call. Positions a reranker computed without reporting them come with its return value."""
+    """Start `reranker.score` in a worker thread now; its `on_batch` reports come out of the returned iterator.
+    The worker holds no lock across a yield of that iterator: a consumer that stops reading (a closed browser
+    tab) or never starts leaves it to finish its one call. Positions a reranker computed without reporting them
+    come with its return value."""
     out: queue.SimpleQueue = queue.SimpleQueue()
 
     def work() -> None:
@@ -91,6 +97,10 @@ def _streamed(reranker: Reranker, query: str, documents: list[str],
             out.put(exc)
 
     threading.Thread(target=work, name="rerank", daemon=True).start()
+    return _drained(out)
+
+
+def _drained(out: queue.SimpleQueue) -> Iterator[tuple[list[int], list[float]]]:
     while True:
         item = out.get()
         if item is _DONE:

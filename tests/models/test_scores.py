@@ -1,6 +1,8 @@
 """Rerank scores through the score cache, batch by batch (rag/models/scores.py), with the tiny reranker."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from rag.models.priority import GATE
@@ -61,3 +63,21 @@ def test_a_reranker_error_reaches_the_caller(scorer):
     with pytest.raises(AttributeError):
         list(scorer.batches(QUERY, DOCS))
     assert not GATE.busy
+
+
+def test_the_reranker_starts_when_asked_not_when_the_first_batch_is_read(scorer, tiny_reranker, monkeypatch):
+    """The page draws the first-stage table between asking and reading: the reranker must be at work by then."""
+    started = threading.Event()
+    score = scorer.reranker.score
+
+    def observed(*args, **kwargs):
+        started.set()
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(scorer.reranker, "score", observed)
+    batches = scorer.batches(QUERY, DOCS)
+    assert started.wait(timeout=60)  # nothing has been read from `batches` yet
+    got = {i: s for b in batches for i, s in zip(b.positions, b.scores)}
+    assert [got[i] for i in range(len(DOCS))] == pytest.approx(tiny_reranker.score(QUERY, DOCS), abs=1e-5)
+    started.clear()
+    assert len(list(scorer.batches(QUERY, DOCS))) == 1 and not started.is_set()  # all cached: nothing started
