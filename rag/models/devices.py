@@ -117,26 +117,63 @@ def own_weights(model) -> int:
     page cache: the kernel drops them when memory is wanted or they sit idle, and the next forward pass faults
     them back from disk. Measured here: 863 MB of the 0.6B reranker's weights were file pages, and the first
     rerank after the model sat idle took 18.4 s instead of 12.5 s. Anonymous memory of the same size stays put
-    (a Space has no swap). Linux only (/proc/self/maps); elsewhere nothing is copied.
+    (a Space has no swap). Each copied tensor's file pages then leave this process's mapping (`_unmap_pages`), so
+    the process never holds the whole file and the whole copy at once. Linux only (/proc/self/smaps); elsewhere
+    nothing is copied.
     """
     import itertools
 
-    try:
-        maps = open("/proc/self/maps", encoding="ascii", errors="ignore").read().splitlines()
-    except OSError:
-        return 0
-    mapped = []
-    for line in maps:
-        fields = line.split()
-        if len(fields) >= 6 and fields[5].endswith(".safetensors"):
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            mapped.append((start, end))
+    mapped = _checkpoint_mappings()
     copied = 0
     for tensor in itertools.chain(model.parameters(), model.buffers()):
-        if tensor.device.type == "cpu" and any(a <= tensor.data_ptr() < b for a, b in mapped):
+        where = next((m for m in mapped if m.start <= tensor.data_ptr() < m.end), None)
+        if tensor.device.type == "cpu" and where is not None:
+            start, size = tensor.data_ptr(), tensor.numel() * tensor.element_size()
             tensor.data = tensor.data.clone()
+            if where.unchanged:  # every page is the file's own: dropping them loses nothing
+                _unmap_pages(start, size)
             copied += 1
     return copied
+
+
+@dataclass(frozen=True)
+class _Mapping:
+    start: int
+    end: int
+    unchanged: bool  # no page was written (copied on write): each one can be read back from the file
+
+
+def _checkpoint_mappings() -> list[_Mapping]:
+    """This process's memory maps of safetensors files, from /proc/self/smaps (empty where there is none)."""
+    try:
+        lines = open("/proc/self/smaps", encoding="ascii", errors="ignore").read().splitlines()
+    except OSError:
+        return []
+    found, current = [], None
+    for line in lines:
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header line
+            current = None
+            if len(fields) >= 6 and fields[5].endswith(".safetensors"):
+                current = [int(x, 16) for x in fields[0].split("-")]
+        elif current is not None and fields[:1] == ["Anonymous:"]:
+            found.append(_Mapping(current[0], current[1], unchanged=int(fields[1]) == 0))
+            current = None
+    return found
+
+
+def _unmap_pages(start: int, size: int) -> None:
+    """Drop the pages of [start, start + size) of an unchanged file mapping from this process (madvise
+    MADV_DONTNEED): they stay in the page cache, and a tensor still reading them (one sharing a boundary page) has
+    them faulted back from the file. Only whole pages inside the range are touched."""
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    low, high = -(-start // page) * page, (start + size) // page * page
+    if high > low:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(low), ctypes.c_size_t(high - low), 4)  # 4: MADV_DONTNEED (Linux)
 
 
 def quantize_linears(module):

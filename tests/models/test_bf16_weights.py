@@ -80,3 +80,36 @@ def test_loaded_weights_live_in_process_memory_not_in_the_checkpoint_file(bf16_p
     ours = [Qwen3Reranker(str(bf16_paths[1]), device="cpu", dtype="bf16w").model,
             SentenceTransformerEmbedder(str(bf16_paths[0]), device="cpu", dtype="bf16w").model]
     assert [_file_backed(m) for m in ours] == [[], []]
+
+
+def _resident_kb(path) -> int:
+    """kB of `path`'s memory mappings resident in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps", encoding="ascii", errors="ignore"):
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[:1] == ["Rss:"]:
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/smaps"), reason="Linux memory maps")
+def test_the_copy_does_not_hold_the_checkpoint_file_pages_as_well(bf16_paths):
+    """The copy reads every page of the file; those pages then leave the process, so loading never holds the
+    file and the copy at once (measured at 0.6B: peak RSS 3.93 -> 2.82 GB for both models)."""
+    import mmap
+
+    from transformers import AutoModelForCausalLM
+
+    from rag.models.devices import own_weights
+
+    plain = AutoModelForCausalLM.from_pretrained(str(bf16_paths[1]), dtype=torch.bfloat16)
+    file = bf16_paths[1] / "model.safetensors"
+    tensors = len(_file_backed(plain))
+    keep = next(plain.parameters()).data  # still a view of the file: keeps the mapping alive to be measured
+    reference = keep.clone()
+    own_weights(plain)
+    boundary_kb = 2 * mmap.PAGESIZE // 1024 * tensors  # at most the two pages each tensor shares with neighbours
+    assert _resident_kb(file) <= boundary_kb < file.stat().st_size // 1024 // 10
+    assert torch.equal(keep, reference)  # a view of dropped pages reads the file's bytes back
