@@ -10,16 +10,14 @@ under ~/.cache/rag-bench. For each question, from a freshly loaded page, the tim
 - all rerank scores;
 and then from a click on "Re-run last question" to all scores back from the score cache. After the clicks, the
 first pass is timed again in the same process with the page idle ("alone"): the difference is what the browser
-and Gradio took from the 2 cores meanwhile. On a Space the browser runs on the user's machine, not on the
-server's cores; `--browser-nice 19` runs Chromium at the lowest CPU priority to approach that (it still shares
-the cores, so it is not the same as a remote browser).
+and Gradio took from the 2 cores meanwhile. The page notes each time itself when the DOM changes (`watch`).
 The CPU (flags) is printed: the figures depend on it (docs/benchmarks.md).
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import re
+import json
 import statistics
 import sys
 import tempfile
@@ -41,8 +39,6 @@ def main(argv=None) -> None:
     parser.add_argument("--cache-dir", default="~/.cache/rag-bench")
     parser.add_argument("--embedder", help="embedding checkpoint folder (default: the 0.6B-shaped bf16 one)")
     parser.add_argument("--reranker", help="reranker checkpoint folder (default: the 0.6B-shaped bf16 one)")
-    parser.add_argument("--browser-nice", type=int, default=0,
-                        help="run Chromium at this niceness (19: lowest priority; default 0, the server's own)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from common import checkpoints, cpu_summary, gemm_peak
@@ -61,28 +57,22 @@ def main(argv=None) -> None:
     with running_app(Path(tempfile.mkdtemp(prefix="rag-ui-bench-")), embedder, reranker, embed_path, rerank_path,
                      None, corpus=knowledge, knowledge_base="bundled knowledge base") as app, \
             sync_playwright() as playwright:
-        browser = launch_chromium(playwright, nice=args.browser_nice)
+        browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         timings = page.locator("#rag-timings")
         for question in QUESTIONS[:args.questions]:
             page.goto(app.url)
             page.locator("#rag-question textarea").wait_for()
             page.fill("#rag-question textarea", question)
-            start = time.perf_counter()
+            watch(page, {"dense": ROW, "first": timings_match(r"reranked [1-9]"),
+                         "all": timings_match(r"rerank [0-9]"), "over": timings_match(r"total [0-9]")})
             page.click("#rag-ask")
-            page.locator("#rag-candidates [role=gridcell][data-row='0']").first.wait_for(timeout=120_000)
-            dense = time.perf_counter() - start
-            timings.get_by_text(re.compile(r"reranked [1-9]")).wait_for(timeout=300_000)
-            first = time.perf_counter() - start
-            timings.get_by_text(re.compile(r"rerank [0-9]")).wait_for(timeout=300_000)
-            reranked = time.perf_counter() - start
+            marks = marked(page, "over")  # the turn is over
+            dense, first, reranked = marks["dense"], marks["first"], marks["all"]
             server = timings.inner_text().replace("\n", " ")  # the server's own stage timings
-            timings.get_by_text(re.compile(r"total [0-9]")).wait_for(timeout=300_000)  # the turn is over
-            start = time.perf_counter()
+            watch(page, {"cached": timings_match(r"reranked (\d+)/\1 \(\1 from the score cache\)")})
             page.click("#rag-rerun")
-            timings.get_by_text(re.compile(r"reranked (\d+)/\1 \(\1 from the score cache\)")).wait_for(
-                timeout=300_000)
-            cached = time.perf_counter() - start
+            cached = marked(page, "cached")["cached"]
             page.locator("#rag-plot img").wait_for(timeout=300_000)
             time.sleep(1.0)  # the page has drawn the plot and is idle: nothing else wants the cores
             floor, tokens, alone = first_pass(app.rag, reranker, question, peak)
@@ -94,8 +84,7 @@ def main(argv=None) -> None:
         browser.close()
     dense, first, reranked, cached, floors, alone = (list(column) for column in zip(*runs))
     after = [f - d for d, f in zip(dense, first)]
-    print(f"\n{cpu_summary()}\nChromium at niceness {args.browser_nice}; {embedder.precision.name} on "
-          f"{embedder.device}, p50 (max) over {len(runs)} "
+    print(f"\n{cpu_summary()}\n{embedder.precision.name} on {embedder.device}, p50 (max) over {len(runs)} "
           f"questions, from the click:\n  dense results on screen {statistics.median(dense):.2f} s "
           f"({max(dense):.2f})\n  first rerank scores {statistics.median(first):.2f} s ({max(first):.2f}), "
           f"{statistics.median(after):.2f} s ({max(after):.2f}) after the dense table; that first pass alone "
@@ -106,11 +95,41 @@ def main(argv=None) -> None:
           f"{statistics.median(cached):.2f} s ({max(cached):.2f})")
 
 
+ROW = "document.querySelector(\"#rag-candidates [role=gridcell][data-row='0']\") !== null"
+
+
+def timings_match(pattern: str) -> str:
+    """A page condition: the timings line matches `pattern` (a JavaScript regular expression)."""
+    return f"new RegExp({json.dumps(pattern)}).test(document.querySelector('#rag-timings')?.innerText ?? '')"
+
+
+def watch(page, conditions: dict[str, str]) -> None:
+    """From now, the page notes when each condition first holds, checked on every change of the page (a
+    MutationObserver), in ms since this call. (Playwright's own waits poll every 500 ms after the first second,
+    which rounded every time measured here up to a 0.5 s grid; polling every frame costs the cores a layout.)"""
+    checks = ", ".join(f"{json.dumps(name)}: () => {js}" for name, js in conditions.items())
+    page.evaluate(f"""() => {{
+        const conds = {{{checks}}}, t0 = performance.now();
+        window.__marks = {{}};
+        window.__observer?.disconnect();
+        window.__observer = new MutationObserver(() => {{
+            for (const name in conds) if (!(name in window.__marks) && conds[name]()) window.__marks[name] = performance.now() - t0;
+        }});
+        window.__observer.observe(document.body, {{subtree: true, childList: true, characterData: true, attributes: true}});
+    }}""")
+
+
+def marked(page, last: str, timeout_s: float = 300) -> dict[str, float]:
+    """Once `last` has been noted, the seconds of every noted condition since `watch`."""
+    page.wait_for_function(f"() => {json.dumps(last)} in (window.__marks ?? {{}})", polling=100,
+                           timeout=timeout_s * 1000)
+    return {name: ms / 1000 for name, ms in page.evaluate("() => window.__marks").items()}
+
+
 def first_pass(rag, reranker, question: str, peak: float) -> tuple[float, int, float]:
     """The first progressive pass: its seconds at the GEMM peak, its tokens, and its seconds measured now with
     the page idle. It runs the query's own tokens (the system prompt + instruction are cached per process) and
     the shortest candidate's tail, on the cached head."""
-    import time
 
     from transformers import AutoConfig
 

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-import shlex
 import socket
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,19 +95,12 @@ def set_number(page, label: str, value: int, attempts: int = 3) -> None:
                 raise
 
 
-def launch_chromium(playwright, nice: int = 0):
-    """Headless Chromium; a missing browser fails the test run (it must not skip silently). `nice` > 0 runs it
-    (and the processes it starts) at that lower CPU priority."""
+def launch_chromium(playwright):
+    """Headless Chromium; a missing browser fails the test run (it must not skip silently)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: install it (apt-get install chromium) or set "
                     "RAG_TEST_CHROMIUM to its path.")
-    executable = CHROMIUM
-    if nice:
-        wrapper = Path(tempfile.mkdtemp(prefix="rag-chromium-")) / "chromium"
-        wrapper.write_text(f'#!/bin/sh\nexec nice -n {int(nice)} {shlex.quote(CHROMIUM)} "$@"\n')
-        wrapper.chmod(0o755)
-        executable = str(wrapper)
-    return playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
 
 # --- screenshots for the README: python -m tests.browser_helpers [assets] ---------------------------------
