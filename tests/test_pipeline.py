@@ -93,18 +93,10 @@ def test_rerank_steps_fill_scores_batch_by_batch_then_end_as_rerank_does(small_b
 
 def test_rerank_steps_and_a_turn_start_the_reranker_before_the_first_stage_is_shown(small_batch_rag, monkeypatch):
     """A turn yields the first-stage step to the page, which draws it; the reranker works meanwhile."""
-    import threading
-
     from rag.chat import DENSE, QueryOptions, run_turn
+    from tests.models.test_scores import signal_on_score
 
-    started = threading.Event()
-    score = small_batch_rag.reranker.score
-
-    def observed(*args, **kwargs):
-        started.set()
-        return score(*args, **kwargs)
-
-    monkeypatch.setattr(small_batch_rag.reranker, "score", observed)
+    started = signal_on_score(small_batch_rag.reranker, monkeypatch)
     first = small_batch_rag.first_stage("How do bees make honey?", top_k=7, mode="dense")
     steps = small_batch_rag.rerank_steps(first, top_n=2)
     assert started.wait(timeout=60)  # no step read yet

@@ -65,16 +65,22 @@ def test_a_reranker_error_reaches_the_caller(scorer):
     assert not GATE.busy
 
 
-def test_the_reranker_starts_when_asked_not_when_the_first_batch_is_read(scorer, tiny_reranker, monkeypatch):
-    """The page draws the first-stage table between asking and reading: the reranker must be at work by then."""
+def signal_on_score(reranker, monkeypatch) -> threading.Event:
+    """An event set when `reranker.score` is called (the real one still runs)."""
     started = threading.Event()
-    score = scorer.reranker.score
+    score = reranker.score
 
     def observed(*args, **kwargs):
         started.set()
         return score(*args, **kwargs)
 
-    monkeypatch.setattr(scorer.reranker, "score", observed)
+    monkeypatch.setattr(reranker, "score", observed)
+    return started
+
+
+def test_the_reranker_starts_when_asked_not_when_the_first_batch_is_read(scorer, tiny_reranker, monkeypatch):
+    """The page draws the first-stage table between asking and reading: the reranker must be at work by then."""
+    started = signal_on_score(scorer.reranker, monkeypatch)
     batches = scorer.batches(QUERY, DOCS)
     assert started.wait(timeout=60)  # nothing has been read from `batches` yet
     got = {i: s for b in batches for i, s in zip(b.positions, b.scores)}
