@@ -183,17 +183,17 @@ class RAG:
         first stage."""
         candidates = [replace(c) for c in retrieval.candidates]
         reranked = bool(use_reranker and self.scorer is not None and candidates)
+        started = time.perf_counter()  # "rerank" counts from here: the reranker may work before anyone reads
         batches = self.scorer.batches(retrieval.query, [c.text for c in candidates],
                                       rerank_instruction or self.settings.rerank_instruction) if reranked else None
-        return self._reranked(retrieval, candidates, batches, top_n or self.settings.top_n)
+        return self._reranked(retrieval, candidates, batches, top_n or self.settings.top_n, started)
 
     def _reranked(self, retrieval: Retrieval, candidates: list[Candidate], batches: Iterator[ScoreBatch] | None,
-                  top_n: int) -> Iterator[Retrieval]:
+                  top_n: int, started: float) -> Iterator[Retrieval]:
         timings = dict(retrieval.timings)
         ran_on = dict(retrieval.ran_on)
         if batches is not None:
             ran_on["rerank"] = self.reranker.backend
-            started = time.perf_counter()
             pending = len(candidates)
             for batch in batches:
                 for i, s in zip(batch.positions, batch.scores):

@@ -50,7 +50,9 @@ class CachedScorer:
         computed = _streamed(self.reranker, query, [documents[i] for i in missing], instruction) if missing else None
         return self._in_order(keys, hits, [found[i] for i in hits], missing, computed)
 
-    def _in_order(self, keys, hits: list[int], found: list[float], missing: list[int], computed) -> Iterator[ScoreBatch]:
+    def _in_order(self, keys: list[tuple], hits: list[int], found: list[float], missing: list[int],
+                  computed: Iterator[tuple[list[int], list[float]]] | None) -> Iterator[ScoreBatch]:
+        """The cached batch, then each computed one as the worker reports it (`missing` maps its positions)."""
         if hits:
             yield ScoreBatch(hits, found, cached=True)
         for positions, scores in computed or ():
