@@ -118,7 +118,8 @@ def _open_store(args: argparse.Namespace):
     from rag.store import Store
 
     settings = settings_from(args)
-    store = Store.open_existing(str(settings.milvus_uri), settings.collection, token=settings.milvus_token)
+    store = Store.open_existing(str(settings.milvus_uri), settings.collection, token=settings.milvus_token,
+                                call_timeout=settings.milvus_timeout)
     if store is None:
         print(f"collection {settings.collection!r} does not exist at {settings.milvus_uri}", file=sys.stderr)
     return store

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def make_store(settings: Settings, embedder: Embedder, client=None) -> Store:
     return Store(str(settings.milvus_uri), settings.collection, embedder.dim, token=settings.milvus_token,
-                 embedding_model=embedder.model_name, client=client, analyzer=settings.bm25_analyzer)
+                 embedding_model=embedder.model_name, client=client, analyzer=settings.bm25_analyzer,
+                 call_timeout=settings.milvus_timeout)
 
 
 @dataclass
@@ -54,7 +55,8 @@ class RAG:
         # Connect first: a wrong path, a locked database or an unreachable server is reported in seconds,
         # before minutes of model loading.
         client = None if store is not None else make_client(str(self.settings.milvus_uri),
-                                                            self.settings.milvus_token)
+                                                            self.settings.milvus_token,
+                                                            call_timeout=self.settings.milvus_timeout)
         try:
             self.embedder = embedder or make_embedder(self.settings)
             self.reranker = reranker if reranker is not None else make_reranker(self.settings)

@@ -59,6 +59,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     milvus_uri: str | None = None  # local path = Milvus Lite; http(s)://... = server / Zilliz Cloud
     milvus_token: str | None = None  # "user:password" or a Zilliz Cloud API key
+    milvus_timeout: float = 30.0  # seconds one call to a Milvus server may take (loads, flushes, index builds: 600)
     collection: str = "rag_chunks"
     default_kb: str | None = None  # folder or zip loaded into an empty collection (else the Milvus FAQ)
     # --- retrieval ----------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class Settings:
         if not self.session_ttl >= 3:
             raise SettingsError(f"{describe('session_ttl', self.session_ttl)}: use a number of seconds of at least "
                                 "3 (600 is usual).")
-        for name in ("llm_timeout", "model_timeout"):
+        for name in ("llm_timeout", "model_timeout", "milvus_timeout"):
             if not getattr(self, name) > 0:
                 raise SettingsError(f"{describe(name, getattr(self, name))}: use a number of seconds above 0.")
         if self.model_retries < 0:

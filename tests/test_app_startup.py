@@ -144,7 +144,8 @@ def test_settings_errors_name_the_variable_without_starting_anything():
     assert Settings.from_env({"RAG_EMBEDDING_DIM": "none"}).embedding_dim is None
     for env, text in [({"RAG_TOP_K": "ten"}, "RAG_TOP_K"), ({"RAG_SHARED_UPLOADS": "maybe"}, "true or false"),
                       ({"RAG_EMBEDDING_DIM": "16"}, "RAG_EMBEDDING_DIM"), ({"RAG_DEVICE": "gpu"}, "cuda"),
-                      ({"RAG_CHUNK_OVERLAP": "600"}, "chunk_tokens"), ({"RAG_COLLECTION": "my-docs"}, "letters")]:
+                      ({"RAG_CHUNK_OVERLAP": "600"}, "chunk_tokens"), ({"RAG_COLLECTION": "my-docs"}, "letters"),
+                      ({"RAG_MILVUS_TIMEOUT": "0"}, "RAG_MILVUS_TIMEOUT.*seconds above 0")]:
         with pytest.raises(SettingsError, match=text):
             Settings.from_env(env)
 

@@ -2,6 +2,8 @@
 server / Zilliz Cloud URI (retried while it starts, and ridden through restarts: `ServerClient`)."""
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import time
@@ -13,6 +15,13 @@ log = logging.getLogger(__name__)
 
 CONNECT_ATTEMPTS = 3  # a Milvus server that is still starting (docker compose up) gets a few more seconds
 CONNECT_RETRY_DELAY = 2.0  # seconds between attempts; unreachable fails in ~10 s (attempts fail in ~1.5 s)
+# pymilvus waits for an answer forever unless a call says otherwise: a server that accepts connections but
+# hangs (stopped, overloaded, a half-open network path) would hang every chat turn with it. Each call gets a
+# deadline; the ones that legitimately take long on a big collection (loading it, sealing segments, building an
+# index) get a longer one.
+CALL_TIMEOUT = 30.0  # seconds (Settings.milvus_timeout)
+SLOW_CALLS = {"flush", "load_collection", "create_collection", "create_index", "drop_collection", "compact"}
+SLOW_CALL_TIMEOUT = 600.0
 
 
 def is_remote(uri: str) -> bool:
@@ -49,10 +58,12 @@ def prepare_lite_database(uri: str) -> str:
     return str(path)
 
 
-def make_client(uri: str, token: str | None = None, timeout: float | None = 30.0):
-    """A `MilvusClient` (for a server URI, wrapped in `ServerClient`). A server URI is tried `CONNECT_ATTEMPTS`
-    times; a local Milvus Lite path once (its LOCK is an flock, released by the kernel even when the holder was
-    SIGKILLed, so a held lock means a live process still has the database open)."""
+def make_client(uri: str, token: str | None = None, timeout: float | None = 30.0,
+                call_timeout: float = CALL_TIMEOUT):
+    """A `MilvusClient` (for a server URI, wrapped in `ServerClient`, whose calls give up after
+    `call_timeout` seconds). A server URI is tried `CONNECT_ATTEMPTS` times; a local Milvus Lite path once (its
+    LOCK is an flock, released by the kernel even when the holder was SIGKILLed, so a held lock means a live
+    process still has the database open)."""
     from pymilvus import MilvusClient
 
     remote = is_remote(uri)
@@ -67,7 +78,7 @@ def make_client(uri: str, token: str | None = None, timeout: float | None = 30.0
         try:
             options = {"grpc_options": GRPC_OPTIONS} if remote else {}
             client = MilvusClient(uri=uri, token=token or "", timeout=timeout, **options)
-            return ServerClient(client, uri) if remote else client
+            return ServerClient(client, uri, call_timeout) if remote else client
         except Exception as exc:  # the client raises several types for "can't reach / can't open"
             error = exc
             if attempt < attempts:
@@ -101,8 +112,8 @@ class ServerClient:
     collection that the restarted server brought back released loads it and runs once more. Everything else
     is the `MilvusClient`'s own (attributes, errors)."""
 
-    def __init__(self, client, uri: str):
-        self._client, self.uri = client, uri
+    def __init__(self, client, uri: str, call_timeout: float = CALL_TIMEOUT):
+        self._client, self.uri, self.call_timeout = client, uri, call_timeout
 
     def __getattr__(self, name: str):
         attribute = getattr(self._client, name)
@@ -110,6 +121,9 @@ class ServerClient:
             return attribute
 
         def call(*args, **kwargs):
+            if _takes_timeout(type(self._client), name):  # a call that names its own timeout keeps it
+                kwargs.setdefault("timeout", max(self.call_timeout, SLOW_CALL_TIMEOUT) if name in SLOW_CALLS
+                                  else self.call_timeout)
             result = self._call(attribute, args, kwargs)
             return _Iterator(result, self) if name == "query_iterator" else result
 
@@ -137,7 +151,7 @@ class ServerClient:
                 raise
         log.warning("collection %s at %s is released (the Milvus server restarted?): loading it", collection,
                     self.uri)
-        self._client.load_collection(collection)
+        self._client.load_collection(collection, timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
         return method(*args, **kwargs)
 
     def unavailable(self, exc: BaseException) -> StoreUnavailableError:
@@ -164,6 +178,11 @@ class _Iterator:
 
     def close(self) -> None:
         self._iterator.close()
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_timeout(client_type: type, name: str) -> bool:
+    return "timeout" in inspect.signature(getattr(client_type, name)).parameters
 
 
 def _status(exc: BaseException):

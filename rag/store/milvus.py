@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from rag.errors import StoreError
-from rag.store.connection import make_client
+from rag.store.connection import CALL_TIMEOUT, make_client
 from rag.store.locks import ReadWriteLock
 from rag.types import SHARED_OWNER, Chunk, DocumentInfo, Hit
 
@@ -60,12 +60,14 @@ def query_rows(client, collection: str, flt: str, fields: list[str]) -> list[dic
 
 class Store:
     def __init__(self, uri: str, collection: str, dim: int, *, token: str | None = None,
-                 embedding_model: str = "", client=None, analyzer: str | None = "standard"):
-        """`analyzer` None: open for listing and deleting only, whatever the collection's BM25 state."""
+                 embedding_model: str = "", client=None, analyzer: str | None = "standard",
+                 call_timeout: float = CALL_TIMEOUT):
+        """`analyzer` None: open for listing and deleting only, whatever the collection's BM25 state.
+        `call_timeout`: seconds one call to a Milvus server may take (rag/store/connection.py)."""
         self.uri, self.collection, self.dim = uri, collection, dim
         self.embedding_model = embedding_model
         self.analyzer = analyzer
-        self.client = client or make_client(uri, token)
+        self.client = client or make_client(uri, token, call_timeout=call_timeout)
         self._write_lock = threading.Lock()
         self._swap = ReadWriteLock()  # searches share it; replace_document holds it alone
         self._open_or_create()
@@ -284,10 +286,11 @@ class Store:
 
     # --- ingestion helpers ----------------------------------------------------------------------------
     @classmethod
-    def open_existing(cls, uri: str, collection: str, *, token: str | None = None) -> "Store | None":
+    def open_existing(cls, uri: str, collection: str, *, token: str | None = None,
+                      call_timeout: float = CALL_TIMEOUT) -> "Store | None":
         """Open a collection at its stored dimension without an embedder (for listing and deleting);
         None when the collection does not exist yet."""
-        client = make_client(uri, token)
+        client = make_client(uri, token, call_timeout=call_timeout)
         if not client.has_collection(collection):
             client.close()
             return None

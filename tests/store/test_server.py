@@ -4,7 +4,9 @@ killed and restarted under a running `RAG` gives a clear error, then works again
 leases (rag/store/leases.py) are what several app processes on one server share."""
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 
 import pytest
@@ -81,6 +83,29 @@ def test_a_server_restart_gives_a_clear_error_then_the_next_question_works(serve
     assert "alice.md" in {c.source for c in rag.retrieve(SECRET, owner="alice").candidates}
     rag.add_texts(["Walruses haul out on ice floes."], source="walrus.md")  # writes work again too
     assert "walrus.md" in {c.source for c in rag.retrieve("walruses ice floes").candidates}
+
+
+@pytest.mark.e2e
+def test_a_hung_server_fails_the_call_at_its_deadline_then_works_when_it_answers_again(
+        server_rag, milvus_server, tiny_embedder, tiny_reranker):
+    server_rag.add_texts(["Sea otters hold hands while they sleep.", "The Baltic Sea is brackish."],
+                         source="seas.md")
+    rag = RAG(server_rag.settings.replace(milvus_timeout=2.0), embedder=tiny_embedder, reranker=tiny_reranker)
+    before = ranking(rag.retrieve("otters sleep"))
+    os.kill(milvus_server.proc.pid, signal.SIGSTOP)  # it still accepts connections, and answers nothing
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as hung:
+            rag.retrieve("otters sleep")
+        waited = time.monotonic() - started
+    finally:
+        os.kill(milvus_server.proc.pid, signal.SIGCONT)
+    message = user_message(hung.value)
+    assert message.startswith(f"The Milvus server at {milvus_server.uri} isn't reachable right now (it did not "
+                              "answer in time)"), message
+    assert waited < 20, waited  # two 2 s deadlines inside the reconnect window; pymilvus alone waits forever
+    assert ranking(rag.retrieve("otters sleep")) == before
+    rag.close()
 
 
 def test_session_leases_renew_expire_and_release(server_rag):
