@@ -108,9 +108,10 @@ class ServerClient:
     """A `MilvusClient` for a server URI that rides out the server stopping and restarting under a running
     app. Every call goes through `_call`: while the server is down, a call is retried for `RECONNECT_WAIT`
     seconds (pymilvus reconnects by itself, but a fresh gRPC channel needs a moment after the server is back)
-    and then raises `StoreUnavailableError`, which says to check the server and try again; a call on a
-    collection that the restarted server brought back released loads it and runs once more. Everything else
-    is the `MilvusClient`'s own (attributes, errors)."""
+    and then raises `StoreUnavailableError`, which says to check the server and try again. Each call carries a
+    deadline (`deadline`), so a server that hangs without closing the connection fails it the same way. A call
+    on a collection that the restarted server brought back released loads it and runs once more. Everything
+    else is the `MilvusClient`'s own (attributes, errors)."""
 
     def __init__(self, client, uri: str, call_timeout: float = CALL_TIMEOUT):
         self._client, self.uri, self.call_timeout = client, uri, call_timeout
@@ -122,8 +123,7 @@ class ServerClient:
 
         def call(*args, **kwargs):
             if _takes_timeout(type(self._client), name):  # a call that names its own timeout keeps it
-                kwargs.setdefault("timeout", max(self.call_timeout, SLOW_CALL_TIMEOUT) if name in SLOW_CALLS
-                                  else self.call_timeout)
+                kwargs.setdefault("timeout", self.deadline(name))
             result = self._call(attribute, args, kwargs)
             return _Iterator(result, self) if name == "query_iterator" else result
 
@@ -151,8 +151,12 @@ class ServerClient:
                 raise
         log.warning("collection %s at %s is released (the Milvus server restarted?): loading it", collection,
                     self.uri)
-        self._client.load_collection(collection, timeout=max(self.call_timeout, SLOW_CALL_TIMEOUT))
+        self._client.load_collection(collection, timeout=self.deadline("load_collection"))
         return method(*args, **kwargs)
+
+    def deadline(self, name: str) -> float:
+        """Seconds the call `name` may take before it counts as "no server answered"."""
+        return max(self.call_timeout, SLOW_CALL_TIMEOUT) if name in SLOW_CALLS else self.call_timeout
 
     def unavailable(self, exc: BaseException) -> StoreUnavailableError:
         log.warning("Milvus server at %s unreachable: %s", self.uri, exc)
@@ -182,7 +186,10 @@ class _Iterator:
 
 @functools.lru_cache(maxsize=None)
 def _takes_timeout(client_type: type, name: str) -> bool:
-    return "timeout" in inspect.signature(getattr(client_type, name)).parameters
+    try:
+        return "timeout" in inspect.signature(getattr(client_type, name)).parameters
+    except (AttributeError, TypeError, ValueError):  # not a method of the class, or no signature to read
+        return False
 
 
 def _status(exc: BaseException):
