@@ -20,14 +20,23 @@ log = logging.getLogger(__name__)
 
 
 # --- ingest -----------------------------------------------------------------------------------------
+# An app removes a session's uploads once no live session holds them (rag/ui/sessions.py): say so up front.
+PRIVATE_NOTE = ("note: --owner makes these that session's private uploads, which an app removes once no live "
+                "session holds them (at its next start on Milvus Lite, RAG_SESSION_TTL seconds later on a "
+                "server). Leave --owner out for documents everyone sees and that stay.")
+
+
 def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files, folders (recursive) or .zip archives")
-    parser.add_argument("--owner", default="", help="session id owning the documents (default: shared)")
+    parser.add_argument("--owner", default="", help="session id owning the documents, as its private upload, "
+                        "which an app removes once that session is gone (default: shared, kept)")
 
 
 def _ingest(args: argparse.Namespace) -> int:
     from rag.pipeline import RAG
 
+    if args.owner:
+        print(PRIVATE_NOTE, file=sys.stderr)
     rag = RAG(settings_from(args, reranker_model="none"))  # ingestion never reranks: don't load it
     try:
         with _ProgressBar() as bar:

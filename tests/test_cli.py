@@ -53,6 +53,11 @@ def test_ingest_list_delete(run, tmp_path):
     assert missing.returncode == 1 and "no document named" in missing.stderr
     assert [line.split("\t")[0] for line in run("list").stdout.strip().splitlines()] == ["guide.md"]
 
+    private = run("ingest", str(folder / "sub" / "seas.md"), "--owner", "alice")
+    assert private.returncode == 0, private.stderr
+    assert "private uploads, which an app removes" in private.stderr and "RAG_SESSION_TTL" in private.stderr
+    assert "alice\t" in run("list", "-l").stdout and "private" not in good.stderr
+
 
 @pytest.mark.e2e
 def test_list_on_a_fresh_database_is_empty(run):
