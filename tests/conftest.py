@@ -40,14 +40,25 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_embedder(tiny_embedder_path):
+def fused_kernels():
+    """The fused CPU kernels (rag/models/native.py), built once per machine (~20 s) and loaded: the session's
+    models then run on them from their first call, as an app does once its background build is done."""
+    from rag.models import native
+
+    status = native.wait(timeout=600)
+    assert status.state == "ready", f"the fused CPU kernels did not build ({status}); this machine needs g++"
+    return native.ops()
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_embedder_path, fused_kernels):
     from rag.models.embedder import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(str(tiny_embedder_path), device="cpu", dtype="fp32")
 
 
 @pytest.fixture(scope="session")
-def tiny_reranker(tiny_reranker_path):
+def tiny_reranker(tiny_reranker_path, fused_kernels):
     from rag.models.reranker import Qwen3Reranker
 
     return Qwen3Reranker(str(tiny_reranker_path), device="cpu", dtype="fp32")

@@ -77,11 +77,12 @@ def use_left_padding(model) -> None:
 
 
 class SentenceTransformerEmbedder:
-    """`rag.models.Embedder` over any sentence-transformers model; Qwen3-Embedding by default."""
+    """`rag.models.Embedder` over any sentence-transformers model; Qwen3-Embedding by default. `fused` runs a
+    Qwen3 model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py)."""
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", *, dim: int | None = None,
                  device: str = "auto", dtype: str = "auto", batch_size: int = 16, batch_tokens: int | None = None,
-                 max_tokens: int = 1024, query_cache_size: int = 256, model=None):
+                 max_tokens: int = 1024, query_cache_size: int = 256, model=None, fused: bool = True):
         from rag.models.devices import runtime_for
 
         self.model_name = model_name
@@ -100,6 +101,10 @@ class SentenceTransformerEmbedder:
         self.packed = packable(self.model)
         if self.packed:
             use_packed_attention(self.model[0].auto_model)
+        if fused and self.device == "cpu":
+            from rag.models.fused_layers import use_fused_layers
+
+            use_fused_layers(self.model[0].auto_model)  # a no-op for other architectures (MiniLM, BERT-style)
         self.query_cache: BoundedCache[np.ndarray] = BoundedCache(query_cache_size)  # (instruction, text) -> vector
         self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
 

@@ -59,14 +59,15 @@ class Qwen3Reranker:
     """`rag.models.Reranker` over a Qwen3 causal LM (Qwen/Qwen3-Reranker-0.6B by default).
 
     `dtype="int8"` quantises the Linear layers of a model this class loads (an injected `model` is used as is).
-    `prefix_cache=False` runs every pair whole, without sharing the head (for comparison).
+    `prefix_cache=False` runs every pair whole, without sharing the head (for comparison). `fused` runs the
+    model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py).
     `batch_size` and `batch_tokens` cap the documents and tokens of one packed pass (CPU default in
     rag/models/batching.py, measured in docs/benchmarks.md).
     """
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, device: str = "auto",
                  dtype: str = "auto", batch_size: int = 16, max_tokens: int = 1024, prefix_cache: bool = True,
-                 batch_tokens: int | None = None, model=None, tokenizer=None):
+                 batch_tokens: int | None = None, model=None, tokenizer=None, fused: bool = True):
         from rag.models.devices import runtime_for
 
         self.model_name = model_name
@@ -90,6 +91,10 @@ class Qwen3Reranker:
         from rag.models.packed import use_packed_attention
 
         use_packed_attention(self.model)  # plain calls (no segments) still get SDPA, so sharing the model is safe
+        if fused and self.device == "cpu":
+            from rag.models.fused_layers import use_fused_layers
+
+            use_fused_layers(self.model)  # same numbers, less element-wise time (rag/models/fused_layers.py)
         # keys/values of the static head (system prompt + instruction) per instruction: ~14 MB each at 0.6B
         self._static_heads: BoundedCache[KV] = BoundedCache(4)
         self._lock = threading.Lock()

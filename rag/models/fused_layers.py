@@ -1,0 +1,103 @@
+"""Qwen3 decoder layers on the fused CPU kernels (rag/models/fused_cpu.cpp): RMSNorm, q/k norm + rotary, SwiGLU.
+
+On a CPU, ~10% of a Qwen3 forward pass is element-wise work that transformers runs as chains of small torch
+ops (docs/benchmarks.md): every op allocates and streams a fresh activation, and the rotary embedding runs on a
+transposed, strided view (measured 9-30 ms per layer for the 16 query heads of 1,174 packed tokens, against
+~2 ms fused). `use_fused_layers` swaps the forward of a model's norm, attention and MLP modules, in place and per
+instance (another copy of the same model class is untouched), for one that calls the fused kernels when they
+are loaded and the call is fp32 or bf16 inference on a CPU (bf16: the arithmetic in fp32, rounded once, where
+transformers rounds after each op). Any other call (fp16, a GPU, autograd, the kernels still building or
+unavailable) runs the module's own forward. The modules are still called as modules, so hooks and
+the attention implementation (rag/models/packed.py) stay as they are.
+"""
+from __future__ import annotations
+
+import logging
+
+import rag.models.native as native
+
+log = logging.getLogger(__name__)
+
+
+def _fusable(kernels, x, *weights) -> bool:
+    """Inference on a CPU in fp32 or bf16, the kernels loaded, and every weight in the activations' dtype."""
+    import torch
+
+    return (kernels is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and all(w.dtype == x.dtype for w in weights) and not torch.is_grad_enabled())
+
+
+def _norm_forward(module, original):
+    def forward(hidden_states):
+        kernels = native.ops()
+        if not _fusable(kernels, hidden_states, module.weight):
+            return original(hidden_states)
+        return kernels.rms_norm(hidden_states.contiguous(), module.weight, module.variance_epsilon)
+    return forward
+
+
+def _mlp_forward(module, original):
+    def forward(x):
+        kernels = native.ops()
+        if not _fusable(kernels, x):
+            return original(x)
+        return module.down_proj(kernels.silu_mul_(module.gate_proj(x), module.up_proj(x)))
+    return forward
+
+
+def _attention_forward(module, original):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    def forward(hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+        if cache is None and "past_key_values" in kwargs:  # transformers' older name for the cache
+            cache = kwargs.pop("past_key_values")
+        kernels = native.ops()
+        if not _fusable(kernels, hidden_states, module.q_norm.weight, module.k_norm.weight) \
+                or position_embeddings is None:
+            return original(hidden_states, position_embeddings=position_embeddings, attention_mask=attention_mask,
+                            cache=cache, **kwargs)
+        batch, rows = hidden_states.shape[:2]
+        head_dim = module.head_dim
+        cos, sin = (t.to(hidden_states.dtype).expand(batch, -1, -1).contiguous() for t in position_embeddings)
+
+        def heads(projection, norm):  # [batch, rows, heads * d] -> normed, rotated [batch, heads, rows, d]
+            states = projection(hidden_states).view(batch, rows, -1, head_dim)
+            return kernels.norm_rope(states, norm.weight, cos, sin, norm.variance_epsilon)
+
+        query, key = heads(module.q_proj, module.q_norm), heads(module.k_proj, module.k_norm)
+        value = module.v_proj(hidden_states).view(batch, rows, -1, head_dim).transpose(1, 2)
+        if cache is not None:
+            key, value = cache.update(key, value, module.layer_idx, kwargs=kwargs)
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, None)
+        if attention is None:  # eager attention: keep transformers' own path whole
+            return original(hidden_states, position_embeddings=position_embeddings, attention_mask=attention_mask,
+                            cache=cache, **kwargs)
+        output, weights = attention(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling,
+                                    sliding_window=getattr(module, "sliding_window", None), **kwargs)
+        return module.o_proj(output.reshape(batch, rows, -1).contiguous()), weights
+    return forward
+
+
+def fusable_model(model) -> bool:
+    """A Qwen3 decoder (Qwen3-Embedding, Qwen3-Reranker) with the SwiGLU MLP the kernels implement."""
+    config = getattr(model, "config", None)
+    return (getattr(config, "model_type", None) == "qwen3" and getattr(config, "hidden_act", None) == "silu"
+            and getattr(config, "head_dim", 0) % 2 == 0)
+
+
+def use_fused_layers(model) -> int:
+    """Give the Qwen3 norm, attention and MLP modules of `model` the fused forward, in place (once per module),
+    and start building the kernels in the background; returns how many modules were switched."""
+    if not fusable_model(model):
+        return 0
+    swaps = {"Qwen3RMSNorm": _norm_forward, "Qwen3Attention": _attention_forward, "Qwen3MLP": _mlp_forward}
+    switched = 0
+    for module in model.modules():
+        make = swaps.get(type(module).__name__)
+        if make is not None and not getattr(module, "_rag_fused", False):
+            module.forward = make(module, module.forward)
+            module._rag_fused = True
+            switched += 1
+    if switched:
+        native.start()
+    return switched
