@@ -52,8 +52,9 @@ def _attention_forward(module, original):
         if cache is None and "past_key_values" in kwargs:  # transformers' older name for the cache
             cache = kwargs.pop("past_key_values")
         kernels = native.ops()
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, None)
         if not _fusable(kernels, hidden_states, module.q_norm.weight, module.k_norm.weight) \
-                or position_embeddings is None:
+                or position_embeddings is None or attention is None:  # None: eager attention, kept whole
             return original(hidden_states, position_embeddings=position_embeddings, attention_mask=attention_mask,
                             cache=cache, **kwargs)
         batch, rows = hidden_states.shape[:2]
@@ -68,10 +69,6 @@ def _attention_forward(module, original):
         value = module.v_proj(hidden_states).view(batch, rows, -1, head_dim).transpose(1, 2)
         if cache is not None:
             key, value = cache.update(key, value, module.layer_idx, kwargs=kwargs)
-        attention = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, None)
-        if attention is None:  # eager attention: keep transformers' own path whole
-            return original(hidden_states, position_embeddings=position_embeddings, attention_mask=attention_mask,
-                            cache=cache, **kwargs)
         output, weights = attention(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling,
                                     sliding_window=getattr(module, "sliding_window", None), **kwargs)
         return module.o_proj(output.reshape(batch, rows, -1).contiguous()), weights

@@ -94,13 +94,13 @@ def test_the_kernels_share_torchs_openmp_runtime():
     assert not [path for path in runtimes if path.startswith(("/usr/", "/lib"))], runtimes
 
 
-def _qwen3(seed: int = 0, layers: int = 2):
+def _qwen3(seed: int = 0, layers: int = 2, attention: str = "sdpa"):
     from transformers import Qwen3Config, Qwen3Model
 
     torch.manual_seed(seed)
     config = Qwen3Config(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6,
-                         attn_implementation="sdpa")
+                         attn_implementation=attention)
     model = Qwen3Model(config).eval()
     with torch.no_grad():
         for p in model.parameters():  # wider than the ~N(0, 0.02) init, so every part of the layer matters
@@ -118,6 +118,27 @@ def test_a_fused_model_equals_the_same_model_unfused_padded_batches_included():
     with torch.inference_mode():
         _close(fused(input_ids=ids, attention_mask=mask).last_hidden_state,
                plain(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_fused_model_continues_from_its_cache_as_the_unfused_one(attention):
+    """A prompt, then a continuation on its cached keys/values (the reranker's shared head works this way):
+    each layer's cache gets its keys once, and eager attention (left to transformers whole) too."""
+    from transformers import DynamicCache
+
+    plain = _qwen3(seed=5, attention=attention)
+    fused = copy.deepcopy(plain)
+    use_fused_layers(fused)
+    prompt, rest = torch.randint(0, 500, (1, 9)), torch.randint(0, 500, (1, 4))
+    outputs = []
+    with torch.inference_mode():
+        for model in (fused, plain):
+            cache = DynamicCache()
+            model(input_ids=prompt, cache=cache, use_cache=True)
+            outputs.append((model(input_ids=rest, cache=cache, use_cache=True).last_hidden_state,
+                            cache.layers[0].keys.shape))
+    _close(outputs[0][0], outputs[1][0])
+    assert outputs[0][1] == outputs[1][1] == (1, 2, 13, 16)
 
 
 def test_a_bf16_model_fused_stays_as_close_to_fp32_as_transformers_bf16():
