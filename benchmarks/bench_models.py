@@ -16,10 +16,10 @@ right after it:
   loaded in fp32: the parity reference (cosine), and its time;
 - reranking: the Qwen3-Reranker card's transformers code (one padded batch, full-vocabulary logits), fp32.
 Ours runs the app's default configuration (fused CPU kernels, rag/models/fused_layers.py, waited for before the
-first stage; each stage also runs once more on transformers' own ops, as before them; `dtype="auto"`: on a CPU without native bf16 the bf16 weights are
-widened to fp32 per call, so its matmuls are fp32). The CPU model and flags and the load average before and after
-each stage are printed: the machine may be shared, and a ratio to a floor measured in the same minute is more
-robust than absolute seconds.
+first stage; each stage also runs once more on transformers' own ops, as before them; `dtype="auto"`: on a CPU
+without native bf16 the bf16 weights are widened to fp32 per call, so its matmuls are fp32). The CPU model and
+flags and the load average before and after each stage are printed: the machine may be shared, and a ratio to a
+floor measured in the same minute is more robust than absolute seconds.
 """
 from __future__ import annotations
 
@@ -240,7 +240,8 @@ def main(argv=None):
     for stage in run.stages:
         print(stage.line())
     print(f"floors: FLOPs (Linears + causal attention + LM-head rows read) / the {run.dtype} GEMM peak, the higher "
-          f"of the readings just before and after each run; 'tut.' is the model card's code in {args.card_dtype} on the same inputs")
+          f"of the readings just before and after each run; 'card' is the model card's code in {args.card_dtype} on "
+          f"the same inputs")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
         const T* a = xp + i * d;
         T* o = op + i * d;
         const float r = inverse_rms(a, d, e);
-        for (int64_t j = 0; j < d; ++j) o[j] = static_cast<T>(static_cast<float>(w[j]) * (static_cast<float>(a[j]) * r));
+        for (int64_t j = 0; j < d; ++j) {
+          o[j] = static_cast<T>(static_cast<float>(w[j]) * (static_cast<float>(a[j]) * r));
+        }
       }
     });
   });

@@ -117,6 +117,7 @@ def _library(torch) -> tuple[Path, bool]:
     if library.is_file():
         return library, False
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(folder)
     handle, partial = tempfile.mkstemp(prefix=library.stem, suffix=".so.partial", dir=folder)
     os.close(handle)
     try:
@@ -129,6 +130,18 @@ def _library(torch) -> tuple[Path, bool]:
         if os.path.exists(partial):
             os.remove(partial)
     return library, True
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """Delete what builds of killed processes left (a process that stops mid-build can't clean up). A build
+    still running has touched its file within BUILD_TIMEOUT_S, so only older ones go."""
+    cutoff = time.time() - BUILD_TIMEOUT_S
+    for partial in folder.glob(f"{NAMESPACE}-*.so.partial"):
+        try:
+            if partial.stat().st_mtime < cutoff:
+                partial.unlink()
+        except OSError:  # another process removed or renamed it meanwhile
+            pass
 
 
 _KERNELS = Kernels()

@@ -211,6 +211,25 @@ def test_a_build_that_fails_leaves_a_clear_status_and_no_kernels(tmp_path, monke
         assert not list((tmp_path / "rag" / "kernels").glob("*.so*"))  # nothing half-written left behind
 
 
+def test_a_build_removes_what_killed_builds_left_and_nothing_in_progress(tmp_path, monkeypatch):
+    """An app process stopped mid-build leaves its temporary file; the next build deletes those older than a
+    build may take, and leaves a newer one (a build still running elsewhere) alone."""
+    import os
+    import time
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CXX", "/bin/false")
+    folder = tmp_path / "rag" / "kernels"
+    folder.mkdir(parents=True)
+    stale = folder / f"{native.NAMESPACE}-0123old.so.partial"
+    running = folder / f"{native.NAMESPACE}-4567new.so.partial"
+    stale.write_bytes(b"x"), running.write_bytes(b"y")
+    old = time.time() - native.BUILD_TIMEOUT_S - 60
+    os.utime(stale, (old, old))
+    assert native.Kernels().wait(120).state == "failed"
+    assert not stale.exists() and running.exists()
+
+
 def test_the_build_is_cached_by_source_flags_and_torch(fused_kernels):
     assert native.status().state == "ready"
     library, built = native._library(torch)
