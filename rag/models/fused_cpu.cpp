@@ -31,7 +31,7 @@ inline float inverse_rms(const T* x, int64_t d, float eps) {
   return 1.f / std::sqrt(sum / static_cast<float>(d) + eps);
 }
 
-// Calls body.template operator()<T>() with T the C++ type of `dtype` (float or at::BFloat16).
+// Calls body(T{}) with T the C++ type of `dtype` (float or at::BFloat16); the body reads T from its argument.
 template <typename Body>
 void for_dtype(at::ScalarType dtype, Body body) {
   if (dtype == at::kBFloat16) {
