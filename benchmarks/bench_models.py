@@ -1,6 +1,7 @@
 """Embedding and reranking against the compute floor and the model cards' code, in one process, same inputs.
 
     python benchmarks/bench_models.py [--quick] [--embed-chunks 28] [--queries 3] [--embedder DIR --reranker DIR]
+                                      [--device cpu|cuda] [--dtype auto|fp32|bf16|...]
 
 Qwen3-0.6B-shaped checkpoints (random weights stored in bf16 like the releases, Qwen's real tokenizer;
 benchmarks/common.py builds them once under --cache-dir), or real checkpoints given as folders. Documents are
@@ -20,6 +21,10 @@ first stage; each stage also runs once more on transformers' own ops, as before 
 without native bf16 the bf16 weights are widened to fp32 per call, so its matmuls are fp32). The CPU model and
 flags and the load average before and after each stage are printed: the machine may be shared, and a ratio to a
 floor measured in the same minute is more robust than absolute seconds.
+
+`--device cuda` runs ours and the cards' code on the GPU (the fused kernels are CPU-only, so there is no
+"transformers' ops" arm), against the GEMM peak of the same shapes on that GPU; `--dtype` overrides our models'
+precision (auto: bf16 on a GPU), e.g. fp32 to check the GPU path's parity at full precision.
 """
 from __future__ import annotations
 
@@ -54,11 +59,12 @@ class Run:
     clock boost) the peak moves by 10-30% from one minute to the next, so a time is only compared with the peak of
     its own minute. Every run's ratio is printed."""
 
-    def __init__(self, dtype: str, repeat: int):
+    def __init__(self, dtype: str, repeat: int, device: str = "cpu", model_dtype: str = "auto"):
         self.dtype, self.repeat, self.stages = dtype, repeat, []
+        self.device, self.model_dtype = device, model_dtype  # where our models and the cards' run, ours' dtype
 
     def peak(self) -> tuple[float, float]:
-        wall, cpu = common.gemm_peak(self.dtype)
+        wall, cpu = common.gemm_peak(self.dtype, device=self.device)
         print(f"  {common.load_average()}; {self.dtype} GEMM peak {wall:.0f} GFLOP/s per wall second, {cpu:.0f} "
               f"per CPU second of each thread", flush=True)
         return wall, cpu
@@ -93,10 +99,11 @@ def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutoria
     from rag.models.embedder import SentenceTransformerEmbedder
 
     config = AutoConfig.from_pretrained(path)
-    ours = SentenceTransformerEmbedder(str(path))  # the app's default configuration
+    # the app's default configuration (on run.device, in run.model_dtype)
+    ours = SentenceTransformerEmbedder(str(path), device=run.device, dtype=run.model_dtype)
     dtype = common.compute_dtype(ours.precision)
     assert dtype == run.dtype, f"our embedder computes in {dtype}, the floor is for {run.dtype}"
-    card = SentenceTransformer(str(path), device="cpu",  # the model card's code, fp32: the parity reference
+    card = SentenceTransformer(str(path), device=run.device,  # the model card's code, fp32: the parity reference
                                model_kwargs={"dtype": getattr(torch, tutorial_dtype)})
     lengths = ours._token_counts(docs)
     flops = sum(common.sequence_flops(config, n) for n in lengths)
@@ -106,13 +113,13 @@ def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutoria
     cosine = float(np.min(np.sum(vectors * reference, axis=1)))
     run.add(common.Stage(f"embed {len(docs)} FAQ chunks", f"ours packed ({ours.precision.name})", dtype, our_s,
                          sum(lengths), flops, peak, card_s, f"min cos {cosine:.6f} vs card {tutorial_dtype}"))
-    # the same packed path on transformers' own element-wise ops (RAG_FUSED_KERNELS=0, as before the kernels)
-    plain = SentenceTransformerEmbedder(str(path), fused=False)
-    plain_s, vectors, peak = run.best(plain.embed_documents, docs, flops=flops)
-    del plain
-    cosine = float(np.min(np.sum(vectors * reference, axis=1)))
-    run.add(common.Stage(f"embed {len(docs)} FAQ chunks", "ours packed, transformers' ops (before)", dtype,
-                         plain_s, sum(lengths), flops, peak, card_s, f"min cos {cosine:.6f}"))
+    if run.device == "cpu":  # the same packed path on transformers' own element-wise ops (RAG_FUSED_KERNELS=0)
+        plain = SentenceTransformerEmbedder(str(path), device="cpu", dtype=run.model_dtype, fused=False)
+        plain_s, vectors, peak = run.best(plain.embed_documents, docs, flops=flops)
+        del plain
+        cosine = float(np.min(np.sum(vectors * reference, axis=1)))
+        run.add(common.Stage(f"embed {len(docs)} FAQ chunks", "ours packed, transformers' ops (before)", dtype,
+                             plain_s, sum(lengths), flops, peak, card_s, f"min cos {cosine:.6f}"))
     if ours.packed:  # the padded path it replaced: length-sorted, token-capped padded batches through encode
         ours.packed = False
         padded_s, vectors, peak = run.best(ours.embed_documents, docs, flops=flops)
@@ -153,10 +160,11 @@ def bench_rerank(run: Run, path, chunks: list[str], queries: list[str], tutorial
     from tests.reference import ReferenceReranker
 
     config = AutoConfig.from_pretrained(path)
-    ours = Qwen3Reranker(str(path))  # the app's default configuration
+    # the app's default configuration (on run.device, in run.model_dtype)
+    ours = Qwen3Reranker(str(path), device=run.device, dtype=run.model_dtype)
     dtype = common.compute_dtype(ours.precision)
     assert dtype == run.dtype, f"our reranker computes in {dtype}, the floor is for {run.dtype}"
-    card = ReferenceReranker(str(path), dtype=getattr(torch, tutorial_dtype))
+    card = ReferenceReranker(str(path), dtype=getattr(torch, tutorial_dtype), device=run.device)
     ours.score(queries[0], chunks[:2]), card.score(queries[0], chunks[:2])  # warm-up (and the static head's KV)
     card_s, tokens, flops, flops_static, flops_pairs, reference = common.Clock(), 0, 0.0, 0.0, 0.0, []
     card_s.wall = card_s.cpu = 0.0
@@ -182,13 +190,14 @@ def bench_rerank(run: Run, path, chunks: list[str], queries: list[str], tutorial
     n = len(queries)
     run.add(common.Stage(f"rerank 10 FAQ chunks x {n} queries", f"ours ({ours.precision.name})", dtype, ours_s,
                          tokens, flops, peak, card_s, f"max |d| {delta:.1e}, top-3 same {top3}/{n}"))
-    plain = Qwen3Reranker(str(path), fused=False)  # transformers' own element-wise ops, as before the kernels
-    plain.score(queries[0], chunks[:2])
-    plain_s, plain_scores, plain_peak = run.best(lambda: [plain.score(q, docs) for q, docs in per_query], flops=flops)
-    del plain
-    delta = max(abs(a - b) for s, r in zip(plain_scores, reference) for a, b in zip(s, r))
-    run.add(common.Stage(f"rerank 10 FAQ chunks x {n} queries", "ours, transformers' ops (before)", dtype, plain_s,
-                         tokens, flops, plain_peak, card_s, f"max |d| {delta:.1e}"))
+    if run.device == "cpu":  # transformers' own element-wise ops, as before the kernels
+        plain = Qwen3Reranker(str(path), device="cpu", dtype=run.model_dtype, fused=False)
+        plain.score(queries[0], chunks[:2])
+        plain_s, plain_scores, plain_peak = run.best(lambda: [plain.score(q, d) for q, d in per_query], flops=flops)
+        del plain
+        delta = max(abs(a - b) for s, r in zip(plain_scores, reference) for a, b in zip(s, r))
+        run.add(common.Stage(f"rerank 10 FAQ chunks x {n} queries", "ours, transformers' ops (before)", dtype,
+                             plain_s, tokens, flops, plain_peak, card_s, f"max |d| {delta:.1e}"))
     print(f"  the static head (system prompt + instruction, {static} tokens) is computed once per process, not per "
           f"query: floor without it {(flops - flops_static) / peak[0] / 1e9:.2f} s "
           f"({ours_s.wall / ((flops - flops_static) / peak[0] / 1e9):.2f}x)")
@@ -211,6 +220,9 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="runs of each of our stages: the fastest is kept, "
                         "against the best GEMM peak measured before each (default 3)")
     parser.add_argument("--profile", action="store_true", help="torch profiler table of our embedding pass")
+    parser.add_argument("--device", default="cpu", help="where ours and the cards' code run: cpu (default), cuda")
+    parser.add_argument("--dtype", default="auto", help="our models' precision (RAG_DTYPE): auto (default: bf16 "
+                        "on a GPU or a CPU with native bf16), fp32, bf16, fp16, bf16w, int8")
     parser.add_argument("--card-dtype", default="float32", help="dtype the model cards' code loads in (the "
                         "parity reference: float32). Under transformers 5 the cards' plain code keeps the "
                         "releases' bfloat16, emulated and several times slower on CPUs without avx512_bf16")
@@ -224,11 +236,13 @@ def main(argv=None):
 
     from rag.models.devices import resolve_precision
 
-    run = Run(common.compute_dtype(resolve_precision("auto", "cpu", "bfloat16")), args.repeat)
-    print(common.cpu_summary())
-    from rag.models import native
+    run = Run(common.compute_dtype(resolve_precision(args.dtype, args.device, "bfloat16")), args.repeat,
+              args.device, args.dtype)
+    print(common.machine_summary(args.device))
+    if args.device == "cpu":
+        from rag.models import native
 
-    print(f"fused CPU kernels: {native.wait(timeout=600)}")  # the app builds them in the background; here first
+        print(f"fused CPU kernels: {native.wait(timeout=600)}")  # the app builds them in the background; here first
     print(f"checkpoints: {embed_path}, {rerank_path}; {len(chunks)} FAQ chunks; our compute dtype {run.dtype}")
     print(common.Stage.HEADER, flush=True)
     if "embed" not in args.skip:

@@ -22,7 +22,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 DEFAULT_CACHE = "~/.cache/rag-bench"
-MILVUS_DOCS = REPO.parent / "shared" / "data" / "milvus-docs-2.4"
+# the Milvus 2.4 docs beside the checkout; RAG_BENCH_DOCS names another copy (a machine the checkout travels to)
+MILVUS_DOCS = Path(os.environ.get("RAG_BENCH_DOCS") or REPO.parent / "shared" / "data" / "milvus-docs-2.4")
 
 
 # --- checkpoints -------------------------------------------------------------------------------------------
@@ -99,6 +100,17 @@ def cpu_summary() -> str:
             f"amx_bf16 {yes('amx_bf16')}")
 
 
+def machine_summary(device: str = "cpu") -> str:
+    """cpu_summary(), and the GPU's name, memory and torch's CUDA version when `device` is one."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return cpu_summary()
+    props = torch.cuda.get_device_properties(device)
+    return (f"{cpu_summary()}\nGPU: {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+            f"{props.multi_processor_count} SMs, CUDA {torch.version.cuda}")
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
@@ -124,25 +136,29 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
 
 
-def gemm_peak(dtype: str = "fp32", repeat: int = 10) -> tuple[float, float]:
+def gemm_peak(dtype: str = "fp32", repeat: int = 10, device: str = "cpu") -> tuple[float, float]:
     """Best GFLOP/s of the models' own large Linear shapes (2048 rows x 1024 -> 3072 and 3072 -> 1024), best
     of 3 rounds, per wall second and per CPU second of all torch threads / threads: the ceiling the floor is
-    computed against, measured now, under the current load."""
+    computed against, measured now, under the current load. On a GPU the rounds wait for the device, and the CPU
+    figure is meaningless (the host only launches)."""
     import torch
 
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     threads = torch.get_num_threads()
+    synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     wall = cpu = 0.0
     with torch.inference_mode():
         for k, n in ((1024, 3072), (3072, 1024)):
-            layer = torch.nn.Linear(k, n, bias=False).to(torch_dtype).eval()
-            x = torch.randn(2048, k, dtype=torch_dtype)
+            layer = torch.nn.Linear(k, n, bias=False, device=device).to(torch_dtype).eval()
+            x = torch.randn(2048, k, dtype=torch_dtype, device=device)
             layer(x)
+            synchronize()
             flops = 2 * x.shape[0] * k * n * repeat / 1e9
             for _ in range(3):
                 with Clock() as clock:
                     for _ in range(repeat):
                         layer(x)
+                    synchronize()
                 wall, cpu = max(wall, flops / clock.wall), max(cpu, flops / (clock.cpu / threads))
     return wall, cpu
 

@@ -46,11 +46,12 @@ class ReferenceEmbedder:
 
 # --- Qwen3-Reranker model card (transformers usage) -------------------------------------------------
 class ReferenceReranker:
-    def __init__(self, path, max_length: int = 8192, model=None, tokenizer=None, dtype=torch.float32):
+    def __init__(self, path, max_length: int = 8192, model=None, tokenizer=None, dtype=torch.float32,
+                 device: str = "cpu"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path, padding_side="left")
-        self.model = model or AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        self.model = model or AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.max_length = max_length
