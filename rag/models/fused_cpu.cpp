@@ -11,8 +11,29 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace {
+
+// Loads and stores that widen bfloat16 to float32 and round back (to nearest even, NaN stays NaN): the same
+// numbers as c10::BFloat16's conversions, written as plain integer arithmetic so that the compiler vectorises
+// the loops around them (through c10's conversions the bfloat16 norm + rotary pass measured 1.6x slower than
+// the float32 one on an AVX2 CPU, despite reading half the bytes).
+inline float load(const float* p) { return *p; }
+inline float load(const at::BFloat16* p) {
+  const uint32_t bits = static_cast<uint32_t>(p->x) << 16;
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+inline void store(float* p, float value) { *p = value; }
+inline void store(at::BFloat16* p, float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  p->x = static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : rounded);
+}
 
 void check_input(const at::Tensor& t, const at::Tensor& like, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() &&
@@ -25,7 +46,7 @@ template <typename T>
 inline float inverse_rms(const T* x, int64_t d, float eps) {
   float sum = 0.f;
   for (int64_t j = 0; j < d; ++j) {
-    const float v = static_cast<float>(x[j]);
+    const float v = load(x + j);
     sum += v * v;
   }
   return 1.f / std::sqrt(sum / static_cast<float>(d) + eps);
@@ -60,7 +81,7 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
         T* o = op + i * d;
         const float r = inverse_rms(a, d, e);
         for (int64_t j = 0; j < d; ++j) {
-          o[j] = static_cast<T>(static_cast<float>(w[j]) * (static_cast<float>(a[j]) * r));
+          store(o + j, load(w + j) * (load(a + j) * r));
         }
       }
     });
@@ -99,11 +120,14 @@ at::Tensor norm_rope(const at::Tensor& x, const at::Tensor& weight, const at::Te
         const T* s = sp + row * d;
         T* o = op + ((b * heads + h) * rows + i) * d;
         const float r = inverse_rms(a, d, e);
+        // the output never overlaps the inputs (a fresh tensor): without saying so the compiler leaves this loop
+        // scalar, its aliasing checks for 4 inputs and 2 output ranges being too many to version
+#pragma GCC ivdep
         for (int64_t j = 0; j < half; ++j) {
-          const float lo = static_cast<float>(w[j]) * (static_cast<float>(a[j]) * r);
-          const float hi = static_cast<float>(w[j + half]) * (static_cast<float>(a[j + half]) * r);
-          o[j] = static_cast<T>(lo * static_cast<float>(c[j]) - hi * static_cast<float>(s[j]));
-          o[j + half] = static_cast<T>(hi * static_cast<float>(c[j + half]) + lo * static_cast<float>(s[j + half]));
+          const float lo = load(w + j) * (load(a + j) * r);
+          const float hi = load(w + j + half) * (load(a + j + half) * r);
+          store(o + j, lo * load(c + j) - hi * load(s + j));
+          store(o + j + half, hi * load(c + j + half) + lo * load(s + j + half));
         }
       }
     });
@@ -122,8 +146,8 @@ at::Tensor silu_mul_(at::Tensor& gate, const at::Tensor& up) {
     const T* u = up.data_ptr<T>();
     at::parallel_for(0, gate.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const float v = static_cast<float>(g[i]);
-        g[i] = static_cast<T>(v / (1.f + std::exp(-v)) * static_cast<float>(u[i]));
+        const float v = load(g + i);
+        store(g + i, v / (1.f + std::exp(-v)) * load(u + i));
       }
     });
   });

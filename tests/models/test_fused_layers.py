@@ -72,6 +72,37 @@ def test_silu_mul_matches_swiglu_in_place(dtype):
     _close(out, reference)
 
 
+def test_bf16_results_are_the_fp32_results_rounded_as_torch_rounds():
+    """The kernels' own bf16 conversions (integer arithmetic, so that the loops vectorise) round to nearest even
+    exactly as torch's `.to(torch.bfloat16)` does, keep NaN a NaN, and overflow to infinity where torch does: the
+    bf16 call equals the fp32 call on the same (bf16) values, rounded by torch, bit for bit (NaN's bits aside:
+    torch's vector path writes 0xFFFF, c10 and the kernels 0x7FC0). Rows of 128 and 1024 take the vectorised
+    loops; a NaN in a row makes that row NaN, as in transformers' modules."""
+    torch.manual_seed(3)
+    ops = native.ops()
+    x = torch.randn(2, 33, 4, 128).mul(3).to(torch.bfloat16)
+    x[0, 5, 1, 7] = float("nan")
+    weight = torch.randn(128).to(torch.bfloat16)
+    angles = torch.rand(1, 33, 64).repeat(1, 1, 2).expand(2, -1, -1).contiguous() * 6.3
+    cos, sin = angles.cos().to(torch.bfloat16), angles.sin().to(torch.bfloat16)
+    wide = [t.float() for t in (x, weight, cos, sin)]
+    bf16, rounded = ops.norm_rope(x, weight, cos, sin, 1e-6), ops.norm_rope(*wide, 1e-6).to(torch.bfloat16)
+    assert torch.equal(bf16.isnan(), rounded.isnan()) and bf16[0, 1, 5].isnan().all() and bf16.isnan().sum() == 128
+    assert torch.equal(bf16.nan_to_num().view(torch.int16), rounded.nan_to_num().view(torch.int16))
+
+    rows = torch.randn(9, 1024).mul(5).to(torch.bfloat16)
+    scale = torch.randn(1024).to(torch.bfloat16)
+    assert torch.equal(ops.rms_norm(rows, scale, 1e-6).view(torch.int16),
+                       ops.rms_norm(rows.float(), scale.float(), 1e-6).to(torch.bfloat16).view(torch.int16))
+
+    gate, up = (torch.randn(4096) * 4).to(torch.bfloat16), torch.randn(4096).to(torch.bfloat16)
+    gate[:3], up[:3] = torch.tensor([float("nan"), 3e38, 1e38]), torch.tensor([1.0, 3e38, -3e38])
+    rounded = ops.silu_mul_(gate.float(), up.float()).to(torch.bfloat16)
+    out = ops.silu_mul_(gate, up)
+    assert out[0].isnan() and out[1] == float("inf") and out[2] == float("-inf")
+    assert torch.equal(out[1:].view(torch.int16), rounded[1:].view(torch.int16))
+
+
 def test_kernels_refuse_what_they_do_not_implement():
     ops = native.ops()
     with pytest.raises(RuntimeError, match="contiguous float32 or bfloat16"):
