@@ -5,7 +5,9 @@ The kernels are compiled on first use with the machine's C++ compiler against th
 (`torch.ops.rag_fused`). The build runs on a background thread, so a model load or a first question never
 waits for it: until the kernels are there (or if they can't be built) the models run transformers' own ops,
 which compute the same numbers more slowly. No lock files: a build writes a temporary file and renames it
-into place, so two processes building at once both end with a complete library.
+into place, so two processes building at once both end with a complete library. Each load touches its library,
+and a build deletes libraries nobody loaded for UNUSED_DAYS (older torch versions, fresh virtualenvs of CI runs),
+so the folder does not grow by ~130 KB per torch install forever.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ ISA_FLAGS = {"AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "
 # from torch's ops by float rounding only (tests/models/test_fused_layers.py states the tolerance).
 CFLAGS = ["-O3", "-ffast-math", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w"]
 BUILD_TIMEOUT_S = 600
+UNUSED_DAYS = 30  # a cached library not loaded for this long is deleted by the next build
 
 
 @dataclass(frozen=True)
@@ -115,9 +118,16 @@ def _library(torch) -> tuple[Path, bool]:
     folder = cache_dir()
     library = folder / f"{NAMESPACE}-{key.hexdigest()[:16]}.so"
     if library.is_file():
-        return library, False
+        try:
+            os.utime(library)  # its age now says when it was last used (see _remove_unused_libraries)
+            return library, False
+        except FileNotFoundError:  # deleted as unused by another process just now: build it again
+            pass
+        except OSError:  # a read-only cache: use it as it is
+            return library, False
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_partials(folder)
+    _remove_unused_libraries(folder)
     handle, partial = tempfile.mkstemp(prefix=library.stem, suffix=".so.partial", dir=folder)
     os.close(handle)
     try:
@@ -141,6 +151,19 @@ def _remove_stale_partials(folder: Path) -> None:
             if partial.stat().st_mtime < cutoff:
                 partial.unlink()
         except OSError:  # another process removed or renamed it meanwhile
+            pass
+
+
+def _remove_unused_libraries(folder: Path) -> None:
+    """Delete the libraries no process loaded for UNUSED_DAYS (each load touches its file). A process that has
+    one loaded keeps its mapping (Linux unlinks, it does not unmap), and one that finds it gone builds it again."""
+    cutoff = time.time() - UNUSED_DAYS * 86400
+    for library in folder.glob(f"{NAMESPACE}-*.so"):
+        try:
+            if library.stat().st_mtime < cutoff:
+                library.unlink()
+                log.info("removed the fused kernels library %s, unused for %d days", library.name, UNUSED_DAYS)
+        except OSError:  # another process removed it meanwhile
             pass
 
 

@@ -261,6 +261,35 @@ def test_a_build_removes_what_killed_builds_left_and_nothing_in_progress(tmp_pat
     assert not stale.exists() and running.exists()
 
 
+def test_loads_keep_their_library_and_a_build_deletes_the_ones_unused_for_a_month(tmp_path, monkeypatch):
+    """Every fresh torch install (each CI run's new virtualenv) keys a new library: a load marks its library as
+    used (mtime), and a build deletes those nobody loaded for UNUSED_DAYS, leaving recent ones alone."""
+    import os
+    import stat
+    import time
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    compiler = tmp_path / "fake-c++"  # writes the file named after -o, as a compiler would
+    compiler.write_text('#!/bin/sh\nwhile [ "$1" != "-o" ]; do shift; done\necho built > "$2"\n')
+    compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CXX", str(compiler))
+    folder = tmp_path / "rag" / "kernels"
+    folder.mkdir(parents=True)
+    unused, recent = folder / f"{native.NAMESPACE}-00old.so", folder / f"{native.NAMESPACE}-11new.so"
+    unused.write_bytes(b"x"), recent.write_bytes(b"y")
+    month_ago = time.time() - native.UNUSED_DAYS * 86400 - 60
+    os.utime(unused, (month_ago, month_ago))
+    day_short = month_ago + 86400  # loaded a day before it would count as unused
+    os.utime(recent, (day_short, day_short))
+    library, built = native._library(torch)
+    assert built and library.read_text() == "built\n"
+    assert not unused.exists() and recent.exists()
+
+    os.utime(library, (month_ago, month_ago))
+    assert native._library(torch) == (library, False)  # a cache hit: loaded, so used now
+    assert library.stat().st_mtime > time.time() - 60
+
+
 def test_the_build_is_cached_by_source_flags_and_torch(fused_kernels):
     assert native.status().state == "ready"
     library, built = native._library(torch)
