@@ -73,9 +73,9 @@ def test_silu_mul_matches_swiglu_in_place(dtype):
 
 
 def test_bf16_results_are_the_fp32_results_rounded_as_torch_rounds():
-    """The kernels' own bf16 conversions (integer arithmetic, so that the loops vectorise) round to nearest even
-    exactly as torch's `.to(torch.bfloat16)` does, keep NaN a NaN, and overflow to infinity where torch does: the
-    bf16 call equals the fp32 call on the same (bf16) values, rounded by torch, bit for bit (NaN's bits aside:
+    """The kernels' own bf16 conversions (integer arithmetic, so that the loops vectorise; c10's round-to-nearest-
+    even formula) round as torch's `.to(torch.bfloat16)` does, keep NaN a NaN, and overflow to infinity where torch
+    does: the bf16 call equals the fp32 call on the same (bf16) values, rounded by torch, bit for bit (NaN's bits aside:
     torch's vector path writes 0xFFFF, c10 and the kernels 0x7FC0). Rows of 128 and 1024 take the vectorised
     loops; a NaN in a row makes that row NaN, as in transformers' modules."""
     torch.manual_seed(3)
