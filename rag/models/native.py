@@ -5,8 +5,9 @@ The kernels are compiled on first use with the machine's C++ compiler against th
 (`torch.ops.rag_fused`). The build runs on a background thread, so a model load or a first question never
 waits for it: until the kernels are there (or if they can't be built) the models run transformers' own ops,
 which compute the same numbers more slowly. No lock files: a build writes a temporary file and renames it
-into place, so two processes building at once both end with a complete library. Each load touches its library,
-and a build deletes libraries nobody loaded for UNUSED_DAYS (older torch versions, fresh virtualenvs of CI runs),
+into place, so two processes building at once both end with a complete library (the temporary files of killed
+builds go at the next load or build). Each load touches its library, and a build deletes libraries nobody loaded
+for UNUSED_DAYS (older torch versions, fresh virtualenvs of CI runs),
 so the folder does not grow by ~130 KB per torch install forever.
 """
 from __future__ import annotations
@@ -120,6 +121,7 @@ def _library(torch) -> tuple[Path, bool]:
     if library.is_file():
         try:
             os.utime(library)  # its age now says when it was last used (see _remove_unused_libraries)
+            _remove_stale_partials(folder)  # app processes stopped mid-build leave them; no build may come again
             return library, False
         except FileNotFoundError:  # deleted as unused by another process just now: build it again
             pass

@@ -263,7 +263,8 @@ def test_a_build_removes_what_killed_builds_left_and_nothing_in_progress(tmp_pat
 
 def test_loads_keep_their_library_and_a_build_deletes_the_ones_unused_for_a_month(tmp_path, monkeypatch):
     """Every fresh torch install (each CI run's new virtualenv) keys a new library: a load marks its library as
-    used (mtime), and a build deletes those nobody loaded for UNUSED_DAYS, leaving recent ones alone."""
+    used (mtime) and clears what builds of stopped processes left, and a build deletes the libraries nobody loaded
+    for UNUSED_DAYS, leaving recent ones alone."""
     import os
     import stat
     import time
@@ -286,8 +287,12 @@ def test_loads_keep_their_library_and_a_build_deletes_the_ones_unused_for_a_mont
     assert not unused.exists() and recent.exists()
 
     os.utime(library, (month_ago, month_ago))
+    stale = folder / f"{native.NAMESPACE}-22killed.so.partial"  # left by a process stopped mid-build
+    stale.write_bytes(b"z")
+    os.utime(stale, (month_ago, month_ago))
     assert native._library(torch) == (library, False)  # a cache hit: loaded, so used now
     assert library.stat().st_mtime > time.time() - 60
+    assert not stale.exists()  # a cache hit clears those too: the next build may be months away
 
 
 def test_the_build_is_cached_by_source_flags_and_torch(fused_kernels):
