@@ -7,8 +7,8 @@ waits for it: until the kernels are there (or if they can't be built) the models
 which compute the same numbers more slowly. No lock files: a build writes a temporary file and renames it
 into place, so two processes building at once both end with a complete library (the temporary files of killed
 builds go at the next load or build). Each load touches its library, and a build deletes libraries nobody loaded
-for UNUSED_DAYS (older torch versions, fresh virtualenvs of CI runs),
-so the folder does not grow by ~130 KB per torch install forever.
+for UNUSED_DAYS (older torch versions, fresh virtualenvs of CI runs), so the folder does not grow by ~130 KB per
+torch install forever.
 """
 from __future__ import annotations
 
