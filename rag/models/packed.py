@@ -4,9 +4,10 @@ A padded batch of texts of different lengths wastes its padding in every matmul,
 gives matmuls too short to reach the CPU's GEMM peak. Packing puts a batch's texts end to end in one row: the
 Linear layers (almost all of the FLOPs) then see every real token of the batch as one tall matrix and no padding,
 whatever the lengths. Each text keeps its own positions (restarting at 0) and attends only to itself: attention
-runs per text, causal SDPA on the text's own slice, exactly what the text computes alone. The last-token pooling
-then reads each text's last position. A segment may also attend to a shared prefix of the keys first: the
-reranker packs every document's tail on its query's shared head that way (rag/models/prefix_cache.py).
+runs per text, causal on the text's own slice, exactly what the text computes alone (on a CPU one fused kernel
+call for all texts, elsewhere torch's SDPA per text). The last-token pooling then reads each text's last position.
+A segment may also attend to a shared prefix of the keys first: the reranker packs every document's tail on its
+query's shared head that way (rag/models/prefix_cache.py).
 
 This is an attention implementation registered with transformers ("rag_packed"): the model is loaded by
 sentence-transformers as usual and stays correct for ordinary padded calls (it then uses the SDPA path and mask).
@@ -14,6 +15,8 @@ sentence-transformers as usual and stays correct for ordinary padded calls (it t
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence
+
+from rag.models.fused_layers import ATTENTION_KERNEL_MAX_KEYS, attention_kernel
 
 ATTENTION = "rag_packed"
 
@@ -28,36 +31,54 @@ class Segment(NamedTuple):
 
 def _packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       rag_segments: Sequence[Segment] | None = None, **kwargs):
-    """SDPA per packed segment (`rag_segments`), or transformers' own SDPA path when not packed.
+    """Attention per packed segment (`rag_segments`), or transformers' own SDPA path when not packed.
 
-    Segments call torch's SDPA directly with `enable_gqa`: transformers' path copies the keys and values to every
-    query head whenever there is a mask, which measured twice the attention time (docs/benchmarks.md). Packed
-    calls are inference only (`dropout` is ignored there)."""
+    On a CPU with the fused kernels (rag/models/fused_layers.py) one kernel call runs every segment of up to
+    ATTENTION_KERNEL_MAX_KEYS keys; longer segments, and every segment elsewhere, run torch's SDPA one by one.
+    Packed calls are inference only (`dropout` is ignored there)."""
     import torch
-    from torch.nn.functional import scaled_dot_product_attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if rag_segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     past = key.shape[2] - query.shape[2]  # cached positions come first in the keys
-    outputs = []
-    for start, end, prefix in rag_segments:
-        keys, values = key[:, :, past + start:past + end], value[:, :, past + start:past + end]
-        mask = None
-        if prefix:
-            if prefix == past + start:  # the prefix runs straight into the segment: one slice
-                keys, values = key[:, :, :past + end], value[:, :, :past + end]
-            else:
-                keys = torch.cat([key[:, :, :prefix], keys], dim=2)
-                values = torch.cat([value[:, :, :prefix], values], dim=2)
-            # row i sees the whole prefix and the segment's rows up to i
-            mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool, device=query.device)
-            mask = mask.tril(diagonal=prefix)
-        out = scaled_dot_product_attention(query[:, :, start:end], keys, values, attn_mask=mask,
-                                           is_causal=mask is None, scale=scaling, enable_gqa=True)
-        outputs.append(out.transpose(1, 2))  # [batch, rows, heads, head_dim], as transformers expects
-    return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0].contiguous(), None
+    kernel = attention_kernel(module, query, key, value)
+    short = [s for s in rag_segments if s.prefix + s.end - s.start <= ATTENTION_KERNEL_MAX_KEYS] if kernel else []
+    if not short:
+        outputs = [_segment_sdpa(query, key, value, past, segment, scaling) for segment in rag_segments]
+        return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0].contiguous(), None
+    table = torch.tensor(short, dtype=torch.long)
+    output = kernel(query, key, value, table, scaling if scaling is not None else query.shape[-1] ** -0.5)
+    for segment in rag_segments:  # rows of the long ones came back zero
+        if segment.prefix + segment.end - segment.start > ATTENTION_KERNEL_MAX_KEYS:
+            output[:, segment.start:segment.end] = _segment_sdpa(query, key, value, past, segment, scaling)
+    return output, None
+
+
+def _segment_sdpa(query, key, value, past: int, segment: Segment, scaling):
+    """One segment's attention by torch's SDPA, [batch, rows, heads, head_dim] as transformers expects.
+
+    torch's SDPA is called directly with `enable_gqa`: transformers' path copies the keys and values to every
+    query head whenever there is a mask, which measured twice the attention time (docs/benchmarks.md)."""
+    import torch
+    from torch.nn.functional import scaled_dot_product_attention
+
+    start, end, prefix = segment
+    keys, values = key[:, :, past + start:past + end], value[:, :, past + start:past + end]
+    mask = None
+    if prefix:
+        if prefix == past + start:  # the prefix runs straight into the segment: one slice
+            keys, values = key[:, :, :past + end], value[:, :, :past + end]
+        else:
+            keys = torch.cat([key[:, :, :prefix], keys], dim=2)
+            values = torch.cat([value[:, :, :prefix], values], dim=2)
+        # row i sees the whole prefix and the segment's rows up to i
+        mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool, device=query.device)
+        mask = mask.tril(diagonal=prefix)
+    out = scaled_dot_product_attention(query[:, :, start:end], keys, values, attn_mask=mask,
+                                       is_causal=mask is None, scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2)
 
 
 def _register() -> None:

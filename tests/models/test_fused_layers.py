@@ -103,6 +103,49 @@ def test_bf16_results_are_the_fp32_results_rounded_as_torch_rounds():
     assert torch.equal(out[1:].view(torch.int16), rounded[1:].view(torch.int16))
 
 
+def _segments_by_sdpa(query, key, value, segments, scale):
+    """The reference: torch's SDPA in fp32 on each segment alone (its prefix keys, then its own keys, causal),
+    as [1, rows, heads, d]; rows outside every segment zero."""
+    past = key.shape[2] - query.shape[2]
+    out = torch.zeros(1, query.shape[2], query.shape[1], query.shape[3])
+    for start, end, prefix in segments:
+        keys = torch.cat([key[:, :, :prefix], key[:, :, past + start:past + end]], dim=2).float()
+        values = torch.cat([value[:, :, :prefix], value[:, :, past + start:past + end]], dim=2).float()
+        mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool).tril(diagonal=prefix)
+        out[:, start:end] = torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, start:end].float(), keys, values, attn_mask=mask, scale=scale, enable_gqa=True).transpose(1, 2)
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads,kv_heads,head_dim,lengths,prefix,past", [
+    (16, 8, 128, [84, 84, 3], 0, 0),  # embedding: texts packed end to end, head_dim of the 0.6B models
+    (4, 2, 16, [3, 1, 7, 40], 5, 0),  # tiny test models' heads; a prefix inside this call's own rows
+    (16, 8, 128, [107, 66], 60, 60),  # the reranker: tails on a cached head of 60 positions
+    (6, 2, 40, [9, 33, 2], 4, 10),  # head_dim not a multiple of the kernel's blocks; 3 query heads per kv head
+    (4, 4, 64, [300], 0, 0),  # no grouping; a long segment (many blocks of keys)
+])
+def test_segment_attention_matches_sdpa_on_each_segment(heads, kv_heads, head_dim, lengths, prefix, past, dtype):
+    """Each segment attends to the first `prefix` key positions whole and causally to its own keys, exactly what
+    torch's SDPA computes on the segment alone; values as transformers' v projection gives them (strided)."""
+    torch.manual_seed(6)
+    rows = sum(lengths)
+    query = torch.randn(1, heads, rows, head_dim).to(dtype)
+    key = torch.randn(1, kv_heads, past + rows, head_dim).to(dtype)
+    value = torch.randn(1, past + rows, kv_heads, head_dim).to(dtype).transpose(1, 2)
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    segments = [(start, start + n, prefix if prefix <= past + start else 0) for start, n in zip(starts, lengths)]
+    scale = head_dim ** -0.5
+    with torch.inference_mode():
+        ours = native.ops().segment_attention(query, key, value, torch.tensor(segments), scale)
+        _close(ours, _segments_by_sdpa(query, key, value, segments, scale))
+        # rows of no segment (the caller's long segments) come back zero
+        rest = torch.tensor(segments[1:], dtype=torch.long).reshape(-1, 3)
+        partial = native.ops().segment_attention(query, key, value, rest, scale)
+        assert not partial[:, :lengths[0]].any()
+        _close(partial[:, lengths[0]:], ours[:, lengths[0]:])
+
+
 def test_kernels_refuse_what_they_do_not_implement():
     ops = native.ops()
     with pytest.raises(RuntimeError, match="contiguous float32 or bfloat16"):
@@ -113,6 +156,14 @@ def test_kernels_refuse_what_they_do_not_implement():
         ops.rms_norm(torch.randn(4, 8, dtype=torch.bfloat16), torch.randn(8), 1e-6)
     with pytest.raises(RuntimeError, match="head_dim"):
         ops.norm_rope(torch.randn(1, 2, 2, 8), torch.randn(6), torch.randn(1, 2, 8), torch.randn(1, 2, 8), 1e-6)
+    q, kv = torch.randn(1, 4, 6, 8), torch.randn(1, 2, 6, 8)
+    with pytest.raises(RuntimeError, match="one dtype"):
+        ops.segment_attention(q, kv.bfloat16(), kv.bfloat16(), torch.tensor([[0, 6, 0]]), 1.0)
+    with pytest.raises(RuntimeError, match="multiple of kv_heads"):
+        ops.segment_attention(torch.randn(1, 3, 6, 8), kv, kv, torch.tensor([[0, 6, 0]]), 1.0)
+    for bad in ([[0, 7, 0]], [[2, 2, 0]], [[0, 3, 0], [2, 6, 0]], [[3, 6, 4]]):  # past the rows, empty, overlapping,
+        with pytest.raises(RuntimeError, match="must lie within the rows"):  # a prefix reaching into its own keys
+            ops.segment_attention(q, kv, kv, torch.tensor(bad), 1.0)
 
 
 def test_the_kernels_share_torchs_openmp_runtime():
@@ -219,7 +270,8 @@ def test_the_session_models_run_on_the_kernels(tiny_embedder, tiny_reranker):
         tiny_embedder.embed_documents(["Milvus is a vector database.", "Bread rises with yeast."])
         tiny_reranker.score("what is milvus", ["Milvus is a vector database.", "Bread rises."])
     names = {event.key for event in prof.key_averages()}
-    assert {"rag_fused::rms_norm", "rag_fused::norm_rope", "rag_fused::silu_mul_"} <= names
+    assert {"rag_fused::rms_norm", "rag_fused::norm_rope", "rag_fused::silu_mul_",
+            "rag_fused::segment_attention"} <= names
 
 
 def test_fused_false_keeps_transformers_ops(tiny_embedder_path):
