@@ -38,8 +38,9 @@ class Settings:
     rerank_batch_size: int = 16  # documents per packed reranker pass (tokens are capped too: rag/models/batching.py)
     max_rerank_tokens: int = 1024  # per query+document pair, template included
     max_embed_tokens: int = 1024  # per document chunk
-    # Fused C++ kernels for the Qwen3 layers' element-wise work on CPU (rag/models/native.py): compiled once per
-    # machine in the background (~20 s, needs g++), same results, ~10% faster passes; False keeps transformers' ops.
+    # Fused C++ kernels for the Qwen3 layers' element-wise work and packed attention on CPU (rag/models/native.py):
+    # compiled once per machine in the background (~20 s, needs g++), same results, faster passes (docs/benchmarks.md);
+    # False keeps transformers' ops and torch's SDPA.
     fused_kernels: bool = True
     # --- model servers (rag/models/remote_embedder.py, remote_reranker.py) ---------------------------
     # A URL replaces the in-process model: the model named above runs on that server (vLLM, TEI, Infinity,

@@ -1,4 +1,5 @@
-// Fused CPU kernels for the element-wise parts of a Qwen3 decoder layer (rag/models/fused_layers.py).
+// Fused CPU kernels for the element-wise parts of a Qwen3 decoder layer (rag/models/fused_layers.py), and for the
+// attention of packed segments (segment_attention, below).
 //
 // transformers runs RMSNorm, the per-head q/k norm + rotary embedding and SwiGLU as chains of separate torch ops:
 // each one allocates a fresh activation (page faults) and streams it through memory again, and the rotary part
@@ -163,7 +164,9 @@ at::Tensor silu_mul_(at::Tensor& gate, const at::Tensor& up) {
 // of the prefix keys per segment: ~6% of an embedding pass for ~1% of its FLOPs. Here one call does every
 // segment: per (kv head, segment) the keys are laid out once, transposed and widened to float32, and blocks of
 // 4 query rows x 2 vectors of keys stay in registers for the whole head_dim (the scores), then 4 rows x 2 vectors
-// of head_dim for every key (the weighted values). Softmax in float32, one rounding on the way out.
+// of head_dim for every key (the weighted values). Softmax in float32, one rounding on the way out. Reading a
+// segment's keys once per 4 rows stops fitting the L2 cache at ~1,000 keys: the caller leaves longer segments to
+// SDPA (rag/models/fused_layers.py, ATTENTION_KERNEL_MAX_KEYS).
 #if defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
 #else
@@ -238,7 +241,7 @@ void block_scores(const float* q, int64_t d, const float* keys_t, int64_t padded
   }
 }
 
-// Softmax of scores[0, visible) in place, zero in [visible, width); returns nothing (weights sum to 1).
+// Softmax of scores[0, visible) in place (the weights then sum to 1), zero in [visible, width).
 void softmax_row(float* scores, int64_t visible, int64_t width) {
   float top = scores[0];
   for (int64_t j = 1; j < visible; ++j) top = std::max(top, scores[j]);
@@ -297,8 +300,9 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
                          q.stride(1), q.stride(2), k.stride(1), k.stride(2), v.stride(1), v.stride(2)};
   TORCH_CHECK(v.sizes() == k.sizes() && k.size(3) == s.d && s.heads % s.kv_heads == 0 && s.keys >= s.rows,
               "k and v must be [1, kv_heads, keys >= rows, head_dim], heads a multiple of kv_heads");
-  TORCH_CHECK(segments.scalar_type() == at::kLong && segments.dim() == 2 && segments.size(1) == 3,
-              "segments must be int64 [n, 3] of (start, end, prefix)");
+  TORCH_CHECK(segments.device().is_cpu() && segments.scalar_type() == at::kLong && segments.dim() == 2 &&
+                  segments.size(1) == 3,
+              "segments must be an int64 CPU tensor [n, 3] of (start, end, prefix)");
   const auto seg = segments.contiguous();
   const int64_t* sp = seg.data_ptr<int64_t>();
   const int64_t n = seg.size(0), past = s.keys - s.rows, group = s.heads / s.kv_heads;

@@ -1,4 +1,5 @@
-"""Qwen3 decoder layers on the fused CPU kernels (rag/models/fused_cpu.cpp): RMSNorm, q/k norm + rotary, SwiGLU.
+"""Qwen3 decoder layers on the fused CPU kernels (rag/models/fused_cpu.cpp): RMSNorm, q/k norm + rotary, SwiGLU,
+and the attention of packed segments (called from rag/models/packed.py for the modules switched here).
 
 On a CPU, ~10% of a Qwen3 forward pass is element-wise work that transformers runs as chains of small torch
 ops (docs/benchmarks.md): every op allocates and streams a fresh activation, and the rotary embedding runs on a
