@@ -11,9 +11,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -157,7 +157,6 @@ at::Tensor silu_mul_(at::Tensor& gate, const at::Tensor& up) {
   return gate;
 }
 
-
 // Attention of packed segments (rag/models/packed.py): each segment's rows attend to the first `prefix` key
 // positions whole, then causally to the segment's own keys. torch's SDPA, called once per segment, ran these
 // short segments (30-300 rows) at a sixth of the GEMM rate on an AVX2 CPU and a tenth on an AMX one, plus a copy
@@ -182,15 +181,15 @@ inline vfloat vload(const float* p) {
   return v;
 }
 inline void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
-// Accumulators zeroed one by one: `= {}` on the array compiled to a `rep stos` into memory (9% of the kernel)
-inline void zero(vfloat (&acc)[kRows][kVecs]) {
-  for (int64_t r = 0; r < kRows; ++r)
-    for (int64_t u = 0; u < kVecs; ++u) acc[r][u] = vfloat{};
-}
 inline void vstore(at::BFloat16* p, vfloat v) {
   float lanes[kLanes];
   vstore(lanes, v);
   for (int64_t l = 0; l < kLanes; ++l) store(p + l, lanes[l]);
+}
+// Accumulators zeroed one by one: `= {}` on the array compiled to a `rep stos` into memory (9% of the kernel)
+inline void zero(vfloat (&acc)[kRows][kVecs]) {
+  for (int64_t r = 0; r < kRows; ++r)
+    for (int64_t u = 0; u < kVecs; ++u) acc[r][u] = vfloat{};
 }
 
 struct AttentionShape {

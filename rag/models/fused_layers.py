@@ -29,8 +29,8 @@ def _fusable(kernels, x, *weights) -> bool:
 
 
 # Segments that see more keys than this go to torch's SDPA: the kernel reads a segment's keys once per 4 query
-# rows, which stops fitting the L2 cache beyond ~512 keys (on Zen 3 it was 1.4-1.9x faster than per-segment SDPA
-# up to 512 keys and 1.2-2x slower at 1,024-2,048; chunks of a few hundred tokens are the common case).
+# rows, which stops fitting the L2 cache beyond ~512 keys (on Zen 3 it was 1.3-2x faster than per-segment SDPA
+# up to 512 keys and 1.3-1.9x slower at 1,024-2,048; chunks of a few hundred tokens are the common case).
 ATTENTION_KERNEL_MAX_KEYS = 512
 
 

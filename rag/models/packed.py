@@ -28,6 +28,11 @@ class Segment(NamedTuple):
     end: int
     prefix: int = 0
 
+    @property
+    def keys(self) -> int:
+        """Key positions the segment's last row sees: the prefix and the segment's own rows."""
+        return self.prefix + self.end - self.start
+
 
 def _packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       rag_segments: Sequence[Segment] | None = None, **kwargs):
@@ -44,14 +49,14 @@ def _packed_attention(module, query, key, value, attention_mask, dropout: float 
                                       **kwargs)
     past = key.shape[2] - query.shape[2]  # cached positions come first in the keys
     kernel = attention_kernel(module, query, key, value)
-    short = [s for s in rag_segments if s.prefix + s.end - s.start <= ATTENTION_KERNEL_MAX_KEYS] if kernel else []
+    short = [s for s in rag_segments if s.keys <= ATTENTION_KERNEL_MAX_KEYS] if kernel is not None else []
     if not short:
         outputs = [_segment_sdpa(query, key, value, past, segment, scaling) for segment in rag_segments]
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0].contiguous(), None
     table = torch.tensor(short, dtype=torch.long)
     output = kernel(query, key, value, table, scaling if scaling is not None else query.shape[-1] ** -0.5)
     for segment in rag_segments:  # rows of the long ones came back zero
-        if segment.prefix + segment.end - segment.start > ATTENTION_KERNEL_MAX_KEYS:
+        if segment.keys > ATTENTION_KERNEL_MAX_KEYS:
             output[:, segment.start:segment.end] = _segment_sdpa(query, key, value, past, segment, scaling)
     return output, None
 
