@@ -221,20 +221,27 @@ void gather_keys(const T* k, const T* v, const AttentionShape& s, int64_t kv, in
   std::fill(values + count * s.d, values + padded * s.d, 0.f);
 }
 
-// scores[r][0, width) = q_r . key_j for `rows` query rows (rows < kRows repeat the last one's work).
+// acc[r][u] = sum over i < n of a[r * a_row + i] * b[i * b_row + u * kLanes ...]: kRows rows of `a` times a panel
+// of kVecs vectors of `b`, the register block of both attention products (scores: q times transposed keys;
+// outputs: weights times values). Inlined, so the accumulators stay in registers.
+inline __attribute__((always_inline)) void panel_product(const float* a, int64_t a_row, const float* b,
+                                                         int64_t b_row, int64_t n, vfloat (&acc)[kRows][kVecs]) {
+  zero(acc);
+  for (int64_t i = 0; i < n; ++i) {
+    vfloat bv[kVecs];
+    for (int64_t u = 0; u < kVecs; ++u) bv[u] = vload(b + i * b_row + u * kLanes);
+    for (int64_t r = 0; r < kRows; ++r) {
+      const float x = a[r * a_row + i];
+      for (int64_t u = 0; u < kVecs; ++u) acc[r][u] += x * bv[u];
+    }
+  }
+}
+
+// scores[r][0, width) = q_r . key_j for kRows query rows (a block of fewer rows repeats its last one).
 void block_scores(const float* q, int64_t d, const float* keys_t, int64_t padded, int64_t width, float* scores) {
   for (int64_t j0 = 0; j0 < width; j0 += kVecs * kLanes) {
     vfloat acc[kRows][kVecs];
-    zero(acc);
-    for (int64_t c = 0; c < d; ++c) {
-      const float* kc = keys_t + c * padded + j0;
-      vfloat kv[kVecs];
-      for (int64_t u = 0; u < kVecs; ++u) kv[u] = vload(kc + u * kLanes);
-      for (int64_t r = 0; r < kRows; ++r) {
-        const float qc = q[r * d + c];
-        for (int64_t u = 0; u < kVecs; ++u) acc[r][u] += qc * kv[u];
-      }
-    }
+    panel_product(q, d, keys_t + j0, padded, d, acc);
     for (int64_t r = 0; r < kRows; ++r)
       for (int64_t u = 0; u < kVecs; ++u) vstore(scores + r * padded + j0 + u * kLanes, acc[r][u]);
   }
@@ -262,16 +269,7 @@ void block_values(const float* weights, int64_t padded, int64_t width, const flo
   int64_t c0 = 0;
   for (; c0 + step <= d; c0 += step) {
     vfloat acc[kRows][kVecs];
-    zero(acc);
-    for (int64_t j = 0; j < width; ++j) {
-      const float* vj = values + j * d + c0;
-      vfloat vv[kVecs];
-      for (int64_t u = 0; u < kVecs; ++u) vv[u] = vload(vj + u * kLanes);
-      for (int64_t r = 0; r < kRows; ++r) {
-        const float w = weights[r * padded + j];
-        for (int64_t u = 0; u < kVecs; ++u) acc[r][u] += w * vv[u];
-      }
-    }
+    panel_product(weights, padded, values + c0, d, width, acc);
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t u = 0; u < kVecs; ++u)
         vstore(out[r] + c0 + u * kLanes, acc[r][u]);  // lane by lane would keep acc on the stack
