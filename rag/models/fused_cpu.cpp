@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 namespace {
@@ -161,19 +162,22 @@ at::Tensor silu_mul_(at::Tensor& gate, const at::Tensor& up) {
 // positions whole, then causally to the segment's own keys. torch's SDPA, called once per segment, ran these
 // short segments (30-300 rows) at a sixth of the GEMM rate on an AVX2 CPU and a tenth on an AMX one, plus a copy
 // of the prefix keys per segment: ~6% of an embedding pass for ~1% of its FLOPs. Here one call does every
-// segment: per (kv head, segment) the keys are laid out once, transposed and widened to float32, and blocks of
-// 4 query rows x 2 vectors of keys stay in registers for the whole head_dim (the scores), then 4 rows x 2 vectors
-// of head_dim for every key (the weighted values). Softmax in float32, one rounding on the way out. Reading a
-// segment's keys once per 4 rows stops fitting the L2 cache at ~1,000 keys: the caller leaves longer segments to
-// SDPA (rag/models/fused_layers.py, ATTENTION_KERNEL_MAX_KEYS).
+// segment, flash-attention style: per (kv head, segment) the keys are laid out once, transposed and widened to
+// float32; then a tile of query rows (both query heads of the kv head at 12 positions) walks the keys a tile at
+// a time with an online softmax, so each key tile is read from the L2 cache by 24 rows whatever the segment's
+// length. Inside a tile, blocks of 6 rows x 2 vectors stay in registers over the whole head_dim (the scores),
+// then over the tile's keys (the weighted values). Softmax in float32, one rounding on the way out.
 #if defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
 #else
 constexpr int64_t kLanes = 8;
 #endif
 typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
-constexpr int64_t kRows = 4;  // query rows per block
-constexpr int64_t kVecs = 2;  // vectors of keys (scores) or of head_dim (values) per block
+constexpr int64_t kRows = 6;                 // query rows per register block: 12 accumulators + 3 of 16 registers
+constexpr int64_t kVecs = 2;                 // vectors of keys (scores) or of head_dim (values) per block
+constexpr int64_t kPanel = kVecs * kLanes;   // keys or head_dim columns per block
+constexpr int64_t kTileRows = 4 * kRows;     // query rows sharing one walk over the keys
+constexpr int64_t kTileKeys = 8 * 32;        // keys per tile: transposed keys + values 256 KB at head_dim 128
 
 inline vfloat vload(const float* p) {
   vfloat v;
@@ -181,11 +185,6 @@ inline vfloat vload(const float* p) {
   return v;
 }
 inline void vstore(float* p, vfloat v) { std::memcpy(p, &v, sizeof v); }
-inline void vstore(at::BFloat16* p, vfloat v) {
-  float lanes[kLanes];
-  vstore(lanes, v);
-  for (int64_t l = 0; l < kLanes; ++l) store(p + l, lanes[l]);
-}
 // Accumulators zeroed one by one: `= {}` on the array compiled to a `rep stos` into memory (9% of the kernel)
 inline void zero(vfloat (&acc)[kRows][kVecs]) {
   for (int64_t r = 0; r < kRows; ++r)
@@ -197,13 +196,16 @@ struct AttentionShape {
   int64_t q_head, q_row, k_head, k_row, v_head, v_row;  // strides (the last dimension is contiguous)
 };
 
-// One segment's keys for one kv head: keys transposed [d, padded], values [padded, d], both float32, zero beyond
-// the segment's `count` keys (padded to whole blocks of key vectors). Only the padding is zeroed: a fill of the
-// whole buffers measured a third of the kernel's time on 84-row segments.
+// One segment's keys for one kv head, widened to float32 in panels, the layout the register blocks read
+// contiguously: keys [padded / kPanel][d][kPanel] (each panel of keys transposed), values [wide / kPanel]
+// [padded][kPanel] (each panel of head_dim columns), zero beyond the segment's `count` keys and beyond head_dim.
+// A plain transposed [d, padded] layout put a panel's rows a power of two apart from 1,024 keys on: they shared
+// a few cache sets and the kernel fell to SDPA's speed. Only the padding is zeroed: a fill of the whole buffers
+// measured a third of the kernel's time on 84-row segments.
 template <typename T>
 void gather_keys(const T* k, const T* v, const AttentionShape& s, int64_t kv, int64_t prefix, int64_t first,
-                 int64_t count, int64_t padded, float* keys_t, float* values) {
-  constexpr int64_t kBlock = 8;  // keys per pass: 8 rows read, 8 contiguous floats written per head_dim column
+                 int64_t count, int64_t padded, int64_t wide, float* keys, float* values) {
+  constexpr int64_t kBlock = 8;  // keys per pass (kPanel is a multiple): 8 rows read, 8 floats written per column
   for (int64_t j0 = 0; j0 < count; j0 += kBlock) {
     const int64_t n = std::min(kBlock, count - j0);
     const T* kr[kBlock];
@@ -211,22 +213,32 @@ void gather_keys(const T* k, const T* v, const AttentionShape& s, int64_t kv, in
       const int64_t position = j0 + j < prefix ? j0 + j : first + (j0 + j - prefix);
       kr[j] = k + kv * s.k_head + position * s.k_row;
       const T* vr = v + kv * s.v_head + position * s.v_row;
-      float* vo = values + (j0 + j) * s.d;
-      for (int64_t c = 0; c < s.d; ++c) vo[c] = load(vr + c);
+      for (int64_t c0 = 0; c0 < s.d; c0 += kPanel) {
+        float* row = values + c0 * padded + (j0 + j) * kPanel;
+        for (int64_t c = 0; c < std::min(kPanel, s.d - c0); ++c) row[c] = load(vr + c0 + c);
+      }
     }
+    float* panel = keys + (j0 / kPanel) * s.d * kPanel + j0 % kPanel;
     for (int64_t c = 0; c < s.d; ++c)
-      for (int64_t j = 0; j < n; ++j) keys_t[c * padded + j0 + j] = load(kr[j] + c);
+      for (int64_t j = 0; j < n; ++j) panel[c * kPanel + j] = load(kr[j] + c);
   }
-  for (int64_t c = 0; c < s.d; ++c) std::fill(keys_t + c * padded + count, keys_t + (c + 1) * padded, 0.f);
-  std::fill(values + count * s.d, values + padded * s.d, 0.f);
+  if (count < padded) {
+    float* last = keys + (count / kPanel) * s.d * kPanel;
+    for (int64_t c = 0; c < s.d; ++c) std::fill(last + c * kPanel + count % kPanel, last + (c + 1) * kPanel, 0.f);
+  }
+  for (int64_t c0 = 0; c0 < wide; c0 += kPanel) {
+    float* panel = values + c0 * padded;
+    std::fill(panel + count * kPanel, panel + padded * kPanel, 0.f);
+    if (c0 + kPanel > s.d)  // head_dim not a multiple of the panel (small test models): zero columns
+      for (int64_t j = 0; j < count; ++j) std::fill(panel + j * kPanel + s.d - c0, panel + (j + 1) * kPanel, 0.f);
+  }
 }
 
-// acc[r][u] = sum over i < n of a[r * a_row + i] * b[i * b_row + u * kLanes ...]: kRows rows of `a` times a panel
-// of kVecs vectors of `b`, the register block of both attention products (scores: q times transposed keys;
+// acc[r][u] += sum over i < n of a[r * a_row + i] * b[i * b_row + u * kLanes ...]: kRows rows of `a` times a
+// panel of kVecs vectors of `b`, the register block of both attention products (scores: q times transposed keys;
 // outputs: weights times values). Inlined, so the accumulators stay in registers.
 inline __attribute__((always_inline)) void panel_product(const float* a, int64_t a_row, const float* b,
                                                          int64_t b_row, int64_t n, vfloat (&acc)[kRows][kVecs]) {
-  zero(acc);
   for (int64_t i = 0; i < n; ++i) {
     vfloat bv[kVecs];
     for (int64_t u = 0; u < kVecs; ++u) bv[u] = vload(b + i * b_row + u * kLanes);
@@ -237,48 +249,58 @@ inline __attribute__((always_inline)) void panel_product(const float* a, int64_t
   }
 }
 
-// scores[r][0, width) = q_r . key_j for kRows query rows (a block of fewer rows repeats its last one).
-void block_scores(const float* q, int64_t d, const float* keys_t, int64_t padded, int64_t width, float* scores) {
-  for (int64_t j0 = 0; j0 < width; j0 += kVecs * kLanes) {
-    vfloat acc[kRows][kVecs];
-    panel_product(q, d, keys_t + j0, padded, d, acc);
-    for (int64_t r = 0; r < kRows; ++r)
-      for (int64_t u = 0; u < kVecs; ++u) vstore(scores + r * padded + j0 + u * kLanes, acc[r][u]);
-  }
-}
+// Per-thread buffers of one (kv head, segment) unit, grown to the longest segment and reused.
+struct AttentionScratch {
+  std::vector<float> keys, values;      // the segment's keys and values in panels (gather_keys)
+  std::vector<float> query, scores;     // the tile's scaled query rows [kTileRows, d]; a key tile's scores
+  std::vector<float> acc, top, sum;     // the tile's running output [kTileRows, wide], row maxima and sums
+  std::vector<int64_t> visible;         // keys each tile row sees
+};
 
-// Softmax of scores[0, visible) in place (the weights then sum to 1), zero in [visible, width).
-void softmax_row(float* scores, int64_t visible, int64_t width) {
-  float top = scores[0];
-  for (int64_t j = 1; j < visible; ++j) top = std::max(top, scores[j]);
-  float sum = 0.f;
-  for (int64_t j = 0; j < visible; ++j) {
-    scores[j] = std::exp(scores[j] - top);
-    sum += scores[j];
+// One tile of query rows against keys [j0, j0 + width) (width a multiple of kPanel, the last keys zero-padded):
+// scores, the online-softmax update of the running maxima, sums and outputs, then outputs += weights x values.
+void attend_key_tile(AttentionScratch& w, int64_t d, int64_t padded, int64_t wide, int64_t tile_rows, int64_t j0,
+                     int64_t width) {
+  float* scores = w.scores.data();
+  for (int64_t p0 = 0; p0 < width; p0 += kPanel)  // each panel of keys stays in L1 for the tile's row blocks
+    for (int64_t r0 = 0; r0 < tile_rows; r0 += kRows) {
+      vfloat acc[kRows][kVecs];
+      zero(acc);
+      panel_product(w.query.data() + r0 * d, d, w.keys.data() + (j0 + p0) * d, kPanel, d, acc);
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t u = 0; u < kVecs; ++u) vstore(scores + (r0 + r) * kTileKeys + p0 + u * kLanes, acc[r][u]);
+    }
+  for (int64_t r = 0; r < tile_rows; ++r) {
+    float* row = scores + r * kTileKeys;
+    const int64_t seen = std::clamp<int64_t>(w.visible[r] - j0, 0, width);
+    float top = w.top[r];
+    for (int64_t j = 0; j < seen; ++j) top = std::max(top, row[j]);
+    float sum = 0.f;
+    for (int64_t j = 0; j < seen; ++j) {
+      row[j] = std::exp(row[j] - top);
+      sum += row[j];
+    }
+    std::fill(row + seen, row + width, 0.f);
+    if (seen > 0 && top > w.top[r]) {
+      if (w.sum[r] > 0.f) {  // a new maximum after earlier key tiles: rescale what they added
+        const float correction = std::exp(w.top[r] - top);
+        w.sum[r] *= correction;
+        for (int64_t c = 0; c < d; ++c) w.acc[r * wide + c] *= correction;
+      }
+      w.top[r] = top;
+    }
+    w.sum[r] += sum;
   }
-  const float inverse = 1.f / sum;
-  for (int64_t j = 0; j < visible; ++j) scores[j] *= inverse;
-  for (int64_t j = visible; j < width; ++j) scores[j] = 0.f;
-}
-
-// out_r = sum_j weights[r][j] * value_j for kRows rows over keys [0, width).
-template <typename T>
-void block_values(const float* weights, int64_t padded, int64_t width, const float* values, int64_t d, int64_t rows,
-                  T* const* out) {
-  const int64_t step = kVecs * kLanes;
-  int64_t c0 = 0;
-  for (; c0 + step <= d; c0 += step) {
-    vfloat acc[kRows][kVecs];
-    panel_product(weights, padded, values + c0, d, width, acc);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t u = 0; u < kVecs; ++u)
-        vstore(out[r] + c0 + u * kLanes, acc[r][u]);  // lane by lane would keep acc on the stack
-  }
-  for (int64_t r = 0; r < rows; ++r)  // head_dim not a multiple of the block (small test models)
-    for (int64_t c = c0; c < d; ++c) {
-      float sum = 0.f;
-      for (int64_t j = 0; j < width; ++j) sum += weights[r * padded + j] * values[j * d + c];
-      store(out[r] + c, sum);
+  for (int64_t c0 = 0; c0 < wide; c0 += kPanel)
+    for (int64_t r0 = 0; r0 < tile_rows; r0 += kRows) {
+      float* out = w.acc.data() + r0 * wide + c0;
+      vfloat acc[kRows][kVecs];
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t u = 0; u < kVecs; ++u) acc[r][u] = vload(out + r * wide + u * kLanes);
+      panel_product(scores + r0 * kTileKeys, kTileKeys, w.values.data() + (c0 * padded + j0 * kPanel), kPanel,
+                    width, acc);
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t u = 0; u < kVecs; ++u) vstore(out + r * wide + u * kLanes, acc[r][u]);
     }
 }
 
@@ -311,7 +333,7 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
   }
   int64_t covered = 0;
   for (int64_t i = 0; i < n; ++i) covered += sp[3 * i + 1] - sp[3 * i];
-  // rows outside every segment are zero (the caller fills them: segments too long for this kernel)
+  // rows outside every segment come back zero
   auto out = covered == s.rows ? at::empty({1, s.rows, s.heads, s.d}, q.options())
                                : at::zeros({1, s.rows, s.heads, s.d}, q.options());
   const float sc = static_cast<float>(scale);
@@ -324,33 +346,54 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
     // units ordered kv head first: the two threads of a 2-core machine get half the heads of every segment each,
     // whatever the segments' lengths
     at::parallel_for(0, s.kv_heads * n, 1, [&](int64_t begin, int64_t end_unit) {
-      std::vector<float> keys_t, values, scores(kRows), query(kRows * s.d);
+      AttentionScratch w;
+      w.query.resize(kTileRows * s.d);
+      w.scores.resize(kTileRows * kTileKeys);
+      const int64_t wide = (s.d + kPanel - 1) / kPanel * kPanel;  // head_dim in whole panels
+      w.acc.resize(kTileRows * wide);
+      w.top.resize(kTileRows);
+      w.sum.resize(kTileRows);
+      w.visible.resize(kTileRows);
       for (int64_t unit = begin; unit < end_unit; ++unit) {
         const int64_t kv = unit / n, i = unit % n;
         const int64_t start = sp[3 * i], end = sp[3 * i + 1], prefix = sp[3 * i + 2];
-        const int64_t count = prefix + end - start, padded = (count + kVecs * kLanes - 1) / (kVecs * kLanes) *
-                                                                 (kVecs * kLanes);
-        if (keys_t.size() < static_cast<size_t>(s.d * padded)) {  // grown, never shrunk: no refill per segment
-          keys_t.resize(s.d * padded);
-          values.resize(padded * s.d);
-          scores.resize(kRows * padded);
+        const int64_t count = prefix + end - start, padded = (count + kPanel - 1) / kPanel * kPanel;
+        if (w.keys.size() < static_cast<size_t>(s.d * padded)) {  // grown, never shrunk: no refill per segment
+          w.keys.resize(s.d * padded);
+          w.values.resize(padded * wide);
         }
-        gather_keys(kp, vp, s, kv, prefix, past + start, count, padded, keys_t.data(), values.data());
-        for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
-          for (int64_t r0 = start; r0 < end; r0 += kRows) {
-            const int64_t rows = std::min(kRows, end - r0);
-            T* targets[kRows];
-            for (int64_t r = 0; r < kRows; ++r) {
-              const int64_t row = r0 + std::min(r, rows - 1);
-              const T* qr = qp + h * s.q_head + row * s.q_row;
-              for (int64_t c = 0; c < s.d; ++c) query[r * s.d + c] = load(qr + c) * sc;
-              targets[r] = op + (row * s.heads + h) * s.d;
+        gather_keys(kp, vp, s, kv, prefix, past + start, count, padded, wide, w.keys.data(), w.values.data());
+        // tile rows are (position, head) pairs, position-major: both heads of the kv head share the key tiles
+        const int64_t pairs = (end - start) * group;
+        for (int64_t t0 = 0; t0 < pairs; t0 += kTileRows) {
+          const int64_t used = std::min(kTileRows, pairs - t0);
+          const int64_t tile_rows = (used + kRows - 1) / kRows * kRows;
+          T* targets[kTileRows];
+          for (int64_t r = 0; r < tile_rows; ++r) {
+            float* qr = w.query.data() + r * s.d;
+            if (r >= used) {  // a block's padding rows: zero queries, results dropped
+              std::fill(qr, qr + s.d, 0.f);
+              w.visible[r] = 0;
+              continue;
             }
-            const int64_t width = prefix + (r0 + rows - start);  // keys the block's last row sees
-            block_scores(query.data(), s.d, keys_t.data(), padded, width, scores.data());
-            for (int64_t r = 0; r < kRows; ++r)
-              softmax_row(scores.data() + r * padded, prefix + (r0 + std::min(r, rows - 1) - start) + 1, width);
-            block_values(scores.data(), padded, width, values.data(), s.d, rows, targets);
+            const int64_t row = start + (t0 + r) / group, h = kv * group + (t0 + r) % group;
+            const T* src = qp + h * s.q_head + row * s.q_row;
+            for (int64_t c = 0; c < s.d; ++c) qr[c] = load(src + c) * sc;
+            targets[r] = op + (row * s.heads + h) * s.d;
+            w.visible[r] = prefix + (row - start) + 1;
+          }
+          std::fill(w.acc.begin(), w.acc.begin() + tile_rows * wide, 0.f);
+          // no infinities: the library is built with -ffast-math (a row's first maximum replaces this one)
+          std::fill(w.top.begin(), w.top.end(), std::numeric_limits<float>::lowest());
+          std::fill(w.sum.begin(), w.sum.end(), 0.f);
+          const int64_t seen = w.visible[used - 1];  // the tile's last row sees the most keys
+          for (int64_t j0 = 0; j0 < seen; j0 += kTileKeys) {
+            const int64_t width = (std::min(kTileKeys, seen - j0) + kPanel - 1) / kPanel * kPanel;
+            attend_key_tile(w, s.d, padded, wide, tile_rows, j0, width);
+          }
+          for (int64_t r = 0; r < used; ++r) {
+            const float inverse = 1.f / w.sum[r];
+            for (int64_t c = 0; c < s.d; ++c) store(targets[r] + c, w.acc[r * wide + c] * inverse);
           }
         }
       }

@@ -28,12 +28,6 @@ def _fusable(kernels, x, *weights) -> bool:
             and all(w.dtype == x.dtype for w in weights) and not torch.is_grad_enabled())
 
 
-# Segments that see more keys than this go to torch's SDPA: the kernel reads a segment's keys once per 4 query
-# rows, which stops fitting the L2 cache beyond ~512 keys (on Zen 3 it was 1.3-2x faster than per-segment SDPA
-# up to 512 keys and 1.3-1.9x slower at 1,024-2,048; chunks of a few hundred tokens are the common case).
-ATTENTION_KERNEL_MAX_KEYS = 512
-
-
 def attention_kernel(module, query, key, value):
     """The fused attention of packed segments (`segment_attention`) when it applies to this call: the module was
     switched by `use_fused_layers`, one packed row (batch 1), CPU fp32/bf16 inference. None otherwise."""

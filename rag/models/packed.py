@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from rag.models.fused_layers import ATTENTION_KERNEL_MAX_KEYS, attention_kernel
+from rag.models.fused_layers import attention_kernel
 
 ATTENTION = "rag_packed"
 
@@ -28,37 +28,26 @@ class Segment(NamedTuple):
     end: int
     prefix: int = 0
 
-    @property
-    def keys(self) -> int:
-        """Key positions the segment's last row sees: the prefix and the segment's own rows."""
-        return self.prefix + self.end - self.start
-
 
 def _packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       rag_segments: Sequence[Segment] | None = None, **kwargs):
     """Attention per packed segment (`rag_segments`), or transformers' own SDPA path when not packed.
 
-    On a CPU with the fused kernels (rag/models/fused_layers.py) one kernel call runs every segment of up to
-    ATTENTION_KERNEL_MAX_KEYS keys; longer segments, and every segment elsewhere, run torch's SDPA one by one.
-    Packed calls are inference only (`dropout` is ignored there)."""
+    On a CPU with the fused kernels (rag/models/fused_layers.py) one kernel call runs every segment; elsewhere
+    torch's SDPA runs them one by one. Packed calls are inference only (`dropout` is ignored there)."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if rag_segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    past = key.shape[2] - query.shape[2]  # cached positions come first in the keys
     kernel = attention_kernel(module, query, key, value)
-    short = [s for s in rag_segments if s.keys <= ATTENTION_KERNEL_MAX_KEYS] if kernel is not None else []
-    if not short:
-        outputs = [_segment_sdpa(query, key, value, past, segment, scaling) for segment in rag_segments]
-        return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0].contiguous(), None
-    table = torch.tensor(short, dtype=torch.long)
-    output = kernel(query, key, value, table, scaling if scaling is not None else query.shape[-1] ** -0.5)
-    for segment in rag_segments:  # rows of the long ones came back zero
-        if segment.keys > ATTENTION_KERNEL_MAX_KEYS:
-            output[:, segment.start:segment.end] = _segment_sdpa(query, key, value, past, segment, scaling)
-    return output, None
+    if kernel is not None:
+        table = torch.tensor(rag_segments, dtype=torch.long)
+        return kernel(query, key, value, table, scaling if scaling is not None else query.shape[-1] ** -0.5), None
+    past = key.shape[2] - query.shape[2]  # cached positions come first in the keys
+    outputs = [_segment_sdpa(query, key, value, past, segment, scaling) for segment in rag_segments]
+    return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0].contiguous(), None
 
 
 def _segment_sdpa(query, key, value, past: int, segment: Segment, scaling):

@@ -124,6 +124,8 @@ def _segments_by_sdpa(query, key, value, segments, scale):
     (16, 8, 128, [107, 66], 60, 60),  # the reranker: tails on a cached head of 60 positions
     (6, 2, 40, [9, 33, 2], 4, 10),  # head_dim not a multiple of the kernel's blocks; 3 query heads per kv head
     (4, 4, 64, [300], 0, 0),  # no grouping; a long segment (many blocks of keys)
+    (4, 2, 32, [256, 257, 1], 0, 0),  # exactly one key tile, one key past it, one key
+    (16, 8, 128, [700, 40, 1100], 80, 80),  # long tails on a cached head: up to 5 key tiles, online softmax
 ])
 def test_segment_attention_matches_sdpa_on_each_segment(heads, kv_heads, head_dim, lengths, prefix, past, dtype):
     """Each segment attends to the first `prefix` key positions whole and causally to its own keys, exactly what
@@ -139,7 +141,7 @@ def test_segment_attention_matches_sdpa_on_each_segment(heads, kv_heads, head_di
     with torch.inference_mode():
         ours = native.ops().segment_attention(query, key, value, torch.tensor(segments), scale)
         _close(ours, _segments_by_sdpa(query, key, value, segments, scale))
-        # rows of no segment (the caller's long segments) come back zero
+        # rows of no segment come back zero
         rest = torch.tensor(segments[1:], dtype=torch.long).reshape(-1, 3)
         partial = native.ops().segment_attention(query, key, value, rest, scale)
         assert not partial[:, :lengths[0]].any()
