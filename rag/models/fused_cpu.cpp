@@ -167,7 +167,9 @@ at::Tensor silu_mul_(at::Tensor& gate, const at::Tensor& up) {
 // a time with an online softmax, so each key tile is read from the L2 cache by 24 rows whatever the segment's
 // length. Inside a tile, blocks of 6 rows x 2 vectors stay in registers over the whole head_dim (the scores),
 // then over the tile's keys (the weighted values). Softmax in float32, one rounding on the way out.
-#if defined(__AVX512F__)
+#if defined(RAG_FUSED_LANES)  // tests: the AVX-512 width as GCC vectors on any CPU (rag/models/native.py)
+constexpr int64_t kLanes = RAG_FUSED_LANES;
+#elif defined(__AVX512F__)
 constexpr int64_t kLanes = 16;
 #else
 constexpr int64_t kLanes = 8;
@@ -262,8 +264,17 @@ struct AttentionScratch {
 void attend_key_tile(AttentionScratch& w, int64_t d, int64_t padded, int64_t wide, int64_t tile_rows, int64_t j0,
                      int64_t width) {
   float* scores = w.scores.data();
+  // keys of this tile that a block of rows sees (rows see more keys further down, padding rows none): the
+  // products skip the rest of the causal triangle
+  int64_t block_seen[kTileRows / kRows];
+  for (int64_t r0 = 0; r0 < tile_rows; r0 += kRows) {
+    int64_t most = 0;
+    for (int64_t r = r0; r < r0 + kRows; ++r) most = std::max(most, w.visible[r] - j0);
+    block_seen[r0 / kRows] = std::min(most, width);
+  }
   for (int64_t p0 = 0; p0 < width; p0 += kPanel)  // each panel of keys stays in L1 for the tile's row blocks
     for (int64_t r0 = 0; r0 < tile_rows; r0 += kRows) {
+      if (p0 >= block_seen[r0 / kRows]) continue;
       vfloat acc[kRows][kVecs];
       zero(acc);
       panel_product(w.query.data() + r0 * d, d, w.keys.data() + (j0 + p0) * d, kPanel, d, acc);
@@ -298,7 +309,7 @@ void attend_key_tile(AttentionScratch& w, int64_t d, int64_t padded, int64_t wid
       for (int64_t r = 0; r < kRows; ++r)
         for (int64_t u = 0; u < kVecs; ++u) acc[r][u] = vload(out + r * wide + u * kLanes);
       panel_product(scores + r0 * kTileKeys, kTileKeys, w.values.data() + (c0 * padded + j0 * kPanel), kPanel,
-                    width, acc);
+                    block_seen[r0 / kRows], acc);
       for (int64_t r = 0; r < kRows; ++r)
         for (int64_t u = 0; u < kVecs; ++u) vstore(out + r * wide + u * kLanes, acc[r][u]);
     }

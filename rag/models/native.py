@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +100,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rag" / "kernels"
 
 
-def build_command(torch, output: Path) -> list[str]:
+def build_command(torch, output: Path, defines: Sequence[str] = ()) -> list[str]:
     """The compiler call: torch's headers and libraries straight from its folder (what torch.utils.cpp_extension
-    would use, without needing setuptools or ninja), `CXX` or c++ as the compiler."""
+    would use, without needing setuptools or ninja), `CXX` or c++ as the compiler. `defines` (NAME=VALUE) are
+    for tests, e.g. RAG_FUSED_LANES=16 to run the AVX-512 build's block layout on any CPU."""
     compiler = os.environ.get("CXX", "c++")
     isa = ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
     root = Path(torch.__file__).parent
     includes = [f"-I{root / 'include'}", f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}"]
-    return [compiler, *CFLAGS, *isa, abi, *includes, str(SOURCE), "-o", str(output), f"-L{root / 'lib'}",
-            "-lc10", "-ltorch_cpu"]
+    return [compiler, *CFLAGS, *isa, abi, *(f"-D{d}" for d in defines), *includes, str(SOURCE), "-o", str(output),
+            f"-L{root / 'lib'}", "-lc10", "-ltorch_cpu"]
 
 
 def _library(torch) -> tuple[Path, bool]:

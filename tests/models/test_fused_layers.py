@@ -9,6 +9,8 @@ The session's tiny models run on the kernels throughout the suite (tests/conftes
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -117,8 +119,7 @@ def _segments_by_sdpa(query, key, value, segments, scale):
     return out
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("heads,kv_heads,head_dim,lengths,prefix,past", [
+SEGMENT_CASES = [  # heads, kv_heads, head_dim, lengths, prefix, past
     (16, 8, 128, [84, 84, 3], 0, 0),  # embedding: texts packed end to end, head_dim of the 0.6B models
     (4, 2, 16, [3, 1, 7, 40], 5, 0),  # tiny test models' heads; a prefix inside this call's own rows
     (16, 8, 128, [107, 66], 60, 60),  # the reranker: tails on a cached head of 60 positions
@@ -126,10 +127,11 @@ def _segments_by_sdpa(query, key, value, segments, scale):
     (4, 4, 64, [300], 0, 0),  # no grouping; a long segment (many blocks of keys)
     (4, 2, 32, [256, 257, 1], 0, 0),  # exactly one key tile, one key past it, one key
     (16, 8, 128, [700, 40, 1100], 80, 80),  # long tails on a cached head: up to 5 key tiles, online softmax
-])
-def test_segment_attention_matches_sdpa_on_each_segment(heads, kv_heads, head_dim, lengths, prefix, past, dtype):
-    """Each segment attends to the first `prefix` key positions whole and causally to its own keys, exactly what
-    torch's SDPA computes on the segment alone; values as transformers' v projection gives them (strided)."""
+]
+
+
+def _segment_inputs(heads, kv_heads, head_dim, lengths, prefix, past, dtype):
+    """query, key, value (strided, as transformers' v projection gives it) and the segments of one case."""
     torch.manual_seed(6)
     rows = sum(lengths)
     query = torch.randn(1, heads, rows, head_dim).to(dtype)
@@ -137,6 +139,15 @@ def test_segment_attention_matches_sdpa_on_each_segment(heads, kv_heads, head_di
     value = torch.randn(1, past + rows, kv_heads, head_dim).to(dtype).transpose(1, 2)
     starts = [sum(lengths[:i]) for i in range(len(lengths))]
     segments = [(start, start + n, prefix if prefix <= past + start else 0) for start, n in zip(starts, lengths)]
+    return query, key, value, segments
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("heads,kv_heads,head_dim,lengths,prefix,past", SEGMENT_CASES)
+def test_segment_attention_matches_sdpa_on_each_segment(heads, kv_heads, head_dim, lengths, prefix, past, dtype):
+    """Each segment attends to the first `prefix` key positions whole and causally to its own keys, exactly what
+    torch's SDPA computes on the segment alone."""
+    query, key, value, segments = _segment_inputs(heads, kv_heads, head_dim, lengths, prefix, past, dtype)
     scale = head_dim ** -0.5
     with torch.inference_mode():
         ours = native.ops().segment_attention(query, key, value, torch.tensor(segments), scale)
@@ -146,6 +157,33 @@ def test_segment_attention_matches_sdpa_on_each_segment(heads, kv_heads, head_di
         partial = native.ops().segment_attention(query, key, value, rest, scale)
         assert not partial[:, :lengths[0]].any()
         _close(partial[:, lengths[0]:], ours[:, lengths[0]:])
+
+
+_RUN_LIBRARY = """
+import sys, torch
+torch.ops.load_library(sys.argv[1])
+cases = torch.load(sys.argv[2])
+torch.save([torch.ops.rag_fused.segment_attention(q, k, v, torch.tensor(s), scale) for q, k, v, s, scale in cases],
+           sys.argv[3])
+"""
+
+
+def test_segment_attention_at_the_avx512_width_matches_sdpa(tmp_path):
+    """The AVX-512 build's register blocks are 16 floats wide (panels of 32 keys or head_dim columns, other
+    padding and tail cases than AVX2's 8). Built here with 16-float GCC vectors, which any x86 CPU runs, it
+    gives SDPA's results too: the AVX-512 layout is checked on CPUs without AVX-512. (Its own process: two
+    builds of the library can't be loaded in one.)"""
+    library = tmp_path / "lanes16.so"
+    build = subprocess.run(native.build_command(torch, library, defines=["RAG_FUSED_LANES=16"]),
+                           capture_output=True, text=True, timeout=native.BUILD_TIMEOUT_S)
+    assert build.returncode == 0, build.stderr[-2000:]
+    cases = [(*_segment_inputs(*case, dtype), case[2] ** -0.5) for case in SEGMENT_CASES for dtype in DTYPES]
+    torch.save(cases, tmp_path / "in.pt")  # strided values stay strided
+    run = subprocess.run([sys.executable, "-c", _RUN_LIBRARY, str(library), str(tmp_path / "in.pt"),
+                          str(tmp_path / "out.pt")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for (query, key, value, segments, scale), ours in zip(cases, torch.load(tmp_path / "out.pt")):
+        _close(ours, _segments_by_sdpa(query, key, value, segments, scale))
 
 
 def test_kernels_refuse_what_they_do_not_implement():
