@@ -162,11 +162,13 @@ at::Tensor silu_mul_(at::Tensor& gate, const at::Tensor& up) {
 // positions whole, then causally to the segment's own keys. torch's SDPA, called once per segment, ran these
 // short segments (30-300 rows) at a sixth of the GEMM rate on an AVX2 CPU and a tenth on an AMX one, plus a copy
 // of the prefix keys per segment: ~6% of an embedding pass for ~1% of its FLOPs. Here one call does every
-// segment, flash-attention style: per (kv head, segment) the keys are laid out once, transposed and widened to
-// float32; then a tile of query rows (both query heads of the kv head at 12 positions) walks the keys a tile at
-// a time with an online softmax, so each key tile is read from the L2 cache by 24 rows whatever the segment's
-// length. Inside a tile, blocks of 6 rows x 2 vectors stay in registers over the whole head_dim (the scores),
-// then over the tile's keys (the weighted values). Softmax in float32, one rounding on the way out.
+// segment, flash-attention style: per (kv head, segment) the keys are laid out once, in panels and widened to
+// float32; then a tile of 24 query rows (the kv head's query heads at consecutive positions: 12 positions x 2
+// heads at 0.6B) walks the keys a tile of 256 at a time with an online softmax, so each key tile is read from
+// the L2 cache by 24 rows whatever the segment's length (the earlier kernel read every key once per 4 rows and
+// lost to SDPA from ~1,000 keys on). Inside a tile, blocks of 6 rows x 2 vectors stay in registers over the
+// whole head_dim (the scores), then over the keys the block sees (the weighted values). Softmax in float32, one
+// rounding on the way out.
 #if defined(RAG_FUSED_LANES)  // tests: the AVX-512 width as GCC vectors on any CPU (rag/models/native.py)
 constexpr int64_t kLanes = RAG_FUSED_LANES;
 #elif defined(__AVX512F__)
@@ -175,7 +177,7 @@ constexpr int64_t kLanes = 16;
 constexpr int64_t kLanes = 8;
 #endif
 typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
-constexpr int64_t kRows = 6;                 // query rows per register block: 12 accumulators + 3 of 16 registers
+constexpr int64_t kRows = 6;                 // query rows per register block: 12 accumulators + 3 (AVX2 has 16)
 constexpr int64_t kVecs = 2;                 // vectors of keys (scores) or of head_dim (values) per block
 constexpr int64_t kPanel = kVecs * kLanes;   // keys or head_dim columns per block
 constexpr int64_t kTileRows = 4 * kRows;     // query rows sharing one walk over the keys
