@@ -183,6 +183,9 @@ constexpr int64_t kPanel = kVecs * kLanes;   // keys or head_dim columns per blo
 constexpr int64_t kTileRows = 4 * kRows;     // query rows sharing one walk over the keys
 constexpr int64_t kTileKeys = 8 * 32;        // keys per tile: transposed keys + values 256 KB at head_dim 128
 
+// n rounded up to whole blocks of `block` (panels of keys or columns, blocks of rows)
+constexpr int64_t round_up(int64_t n, int64_t block) { return (n + block - 1) / block * block; }
+
 inline vfloat vload(const float* p) {
   vfloat v;
   std::memcpy(&v, p, sizeof v);
@@ -362,7 +365,7 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
       AttentionScratch w;
       w.query.resize(kTileRows * s.d);
       w.scores.resize(kTileRows * kTileKeys);
-      const int64_t wide = (s.d + kPanel - 1) / kPanel * kPanel;  // head_dim in whole panels
+      const int64_t wide = round_up(s.d, kPanel);  // head_dim in whole panels
       w.acc.resize(kTileRows * wide);
       w.top.resize(kTileRows);
       w.sum.resize(kTileRows);
@@ -370,7 +373,7 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
       for (int64_t unit = begin; unit < end_unit; ++unit) {
         const int64_t kv = unit / n, i = unit % n;
         const int64_t start = sp[3 * i], end = sp[3 * i + 1], prefix = sp[3 * i + 2];
-        const int64_t count = prefix + end - start, padded = (count + kPanel - 1) / kPanel * kPanel;
+        const int64_t count = prefix + end - start, padded = round_up(count, kPanel);
         if (w.keys.size() < static_cast<size_t>(s.d * padded)) {  // grown, never shrunk: no refill per segment
           w.keys.resize(s.d * padded);
           w.values.resize(padded * wide);
@@ -380,7 +383,7 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
         const int64_t pairs = (end - start) * group;
         for (int64_t t0 = 0; t0 < pairs; t0 += kTileRows) {
           const int64_t used = std::min(kTileRows, pairs - t0);
-          const int64_t tile_rows = (used + kRows - 1) / kRows * kRows;
+          const int64_t tile_rows = round_up(used, kRows);
           T* targets[kTileRows];
           for (int64_t r = 0; r < tile_rows; ++r) {
             float* qr = w.query.data() + r * s.d;
@@ -401,7 +404,7 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
           std::fill(w.sum.begin(), w.sum.end(), 0.f);
           const int64_t seen = w.visible[used - 1];  // the tile's last row sees the most keys
           for (int64_t j0 = 0; j0 < seen; j0 += kTileKeys) {
-            const int64_t width = (std::min(kTileKeys, seen - j0) + kPanel - 1) / kPanel * kPanel;
+            const int64_t width = round_up(std::min(kTileKeys, seen - j0), kPanel);
             attend_key_tile(w, s.d, padded, wide, tile_rows, j0, width);
           }
           for (int64_t r = 0; r < used; ++r) {
