@@ -12,11 +12,18 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__)
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace {
 
@@ -320,6 +327,296 @@ void attend_key_tile(AttentionScratch& w, int64_t d, int64_t padded, int64_t wid
     }
 }
 
+// Attention of bfloat16 packed segments on AMX tiles (Intel Sapphire Rapids on), built where the CPU has them
+// (rag/models/native.py adds -mamx-tile -mamx-bf16). There the matmuls of a pass run at ~3 TFLOP/s on 2 cores,
+// and the vector kernel above (float32 FMAs: this CPU's vdpbf16ps issues at a quarter of the FMA rate) made
+// attention 15-20% of a pass for ~2% of its FLOPs. Same walk as above (per kv head and segment, key tiles of 256
+// with an online softmax), but both products are tile dot products (TDPBF16PS: C[16 x 16 float32] +=
+// A[16 x 32 bf16] . B[32 x 16 bf16]):
+// - scores S = Q K^T: A = 16 query positions of one head (head_dim chunks of 32), B = the segment's keys laid
+//   out once per (kv head, segment) as pairs of head_dim columns [key panel][chunk][16 pairs][16 keys][2];
+// - outputs O += P V: A = the softmax weights of a key tile, B = values as pairs of keys [column panel][key
+//   chunk][16 pairs][16 columns][2]. The weights P (float32) go in as two bfloat16 parts, P = hi + lo, so the
+//   product keeps ~16 bits of P (one part alone: 8 bits, off torch's results by a bfloat16 step at times).
+// Queries, keys and values are the bfloat16 inputs exactly; the scale and softmax are float32, the output is
+// rounded once, as in the vector kernel.
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BW__)
+#define RAG_AMX 1
+namespace amx {
+
+constexpr int64_t kTile = 16;      // rows of every tile; float32 columns of a C tile; keys or columns per panel
+constexpr int64_t kChunk = 32;     // bfloat16 per A-tile row (64 bytes): the dot products' reduction step
+constexpr int64_t kKeys = 256;     // keys per step of the online softmax (a multiple of 4 panels)
+constexpr int64_t kGroup = 4 * kTile;  // keys per scores pass, columns per outputs pass: 4 C tiles (tmm0-3)
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Every tile 16 rows x 64 bytes: tmm0-3 accumulators, tmm4-5 A operands, tmm6-7 B operands.
+inline void configure_tiles() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes[t] = 64;
+    config.rows[t] = kTile;
+  }
+  // not _tile_loadconfig: GCC 12's version tells the compiler it reads 8 bytes, so the stores of the sizes were
+  // dropped as dead and the tiles stayed unconfigured (SIGILL at the first tile instruction)
+  asm volatile("ldtilecfg %0" : : "m"(config));
+}
+
+struct Scratch {
+  std::vector<uint16_t> keys, values;  // the segment's keys and values in B-tile layouts (bfloat16 bits)
+  std::vector<uint16_t> query;         // one tile of query rows [16][chunks * 32], zero-padded
+  std::vector<float> scores;           // [16][kKeys]
+  std::vector<uint16_t> hi, lo;        // the softmax weights as two bfloat16 parts [16][kKeys]
+  std::vector<float> acc;              // running outputs [16][cols]
+  float top[kTile], sum[kTile];
+  int64_t visible[kTile];
+};
+
+// keys: [padded / 16][chunks][16 pairs of head_dim columns][16 keys][2]; values: [cols / 16][padded / 32]
+// [16 pairs of keys][16 columns][2]; zero past the segment's `count` keys and past head_dim. A pair of keys'
+// columns is one 32-bit word, so a key panel's rows are 16-lane gathers (one word of each of 16 keys); the
+// values' pairs of keys are two rows interleaved by one permute per 16 columns.
+void gather(const at::BFloat16* k, const at::BFloat16* v, const AttentionShape& s, int64_t kv, int64_t prefix,
+            int64_t first, int64_t count, int64_t padded, int64_t chunks, int64_t cols, Scratch& w) {
+  const auto position = [&](int64_t j) { return j < prefix ? j : first + (j - prefix); };
+  const int64_t words = chunks * kTile;  // pairs of columns per key, head_dim padded to whole chunks
+  const at::BFloat16* kb = k + kv * s.k_head;
+  for (int64_t j0 = 0; j0 < padded; j0 += kTile) {
+    alignas(64) int32_t offsets[kTile];
+    __mmask16 valid = 0;
+    for (int64_t j = 0; j < kTile; ++j) {
+      offsets[j] = j0 + j < count ? static_cast<int32_t>(position(j0 + j) * s.k_row) : 0;
+      valid |= static_cast<__mmask16>(j0 + j < count) << j;
+    }
+    const __m512i index = _mm512_load_si512(offsets);
+    uint32_t* panel = reinterpret_cast<uint32_t*>(w.keys.data()) + (j0 / kTile) * words * kTile;
+    for (int64_t pair = 0; pair < words; ++pair) {
+      const __m512i row = 2 * pair < s.d
+          ? _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, index, kb + 2 * pair, 2)
+          : _mm512_setzero_si512();
+      _mm512_storeu_si512(panel + pair * kTile, row);
+    }
+  }
+  alignas(64) int16_t low[2 * kTile], high[2 * kTile];  // lanes of (row a, row b) pairs: columns 0-15, 16-31
+  for (int64_t i = 0; i < kTile; ++i) {
+    low[2 * i] = i, low[2 * i + 1] = 2 * kTile + i;
+    high[2 * i] = kTile + i, high[2 * i + 1] = 3 * kTile + i;
+  }
+  const __m512i take_low = _mm512_load_si512(low), take_high = _mm512_load_si512(high);
+  const int64_t column_panel = (padded / kChunk) * kTile * 2 * kTile;  // bfloat16 per panel of 16 columns
+  for (int64_t j = 0; j < padded; j += 2) {
+    const at::BFloat16* a = j < count ? v + kv * s.v_head + position(j) * s.v_row : nullptr;
+    const at::BFloat16* b = j + 1 < count ? v + kv * s.v_head + position(j + 1) * s.v_row : nullptr;
+    uint16_t* out = w.values.data() + ((j / kChunk) * kTile + (j % kChunk) / 2) * 2 * kTile;
+    for (int64_t c0 = 0; c0 < cols; c0 += kChunk) {
+      const int64_t n = std::clamp<int64_t>(s.d - c0, 0, kChunk);
+      const __mmask32 inside = n == kChunk ? ~__mmask32{0} : (__mmask32{1} << n) - 1;
+      const __m512i x = a ? _mm512_maskz_loadu_epi16(inside, a + c0) : _mm512_setzero_si512();
+      const __m512i y = b ? _mm512_maskz_loadu_epi16(inside, b + c0) : _mm512_setzero_si512();
+      _mm512_storeu_si512(out + (c0 / kTile) * column_panel, _mm512_permutex2var_epi16(x, take_low, y));
+      _mm512_storeu_si512(out + (c0 / kTile + 1) * column_panel, _mm512_permutex2var_epi16(x, take_high, y));
+    }
+  }
+}
+
+// Scores of 16 query rows (bfloat16 rows `q_stride` bytes apart) against keys [j0, j0 + width), unscaled:
+// `panels` (4 or 2) C tiles of 16 keys at a time.
+template <int panels>
+inline void score_panels(Scratch& w, const void* query, int64_t q_stride, int64_t chunks, int64_t j, float* out) {
+  const int64_t panel = chunks * kTile * kTile;  // 32-bit words per key panel
+  const uint32_t* b = reinterpret_cast<const uint32_t*>(w.keys.data()) + (j / kTile) * panel;
+  _tile_zero(0);
+  _tile_zero(1);
+  if (panels == 4) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t c = 0; c < chunks; ++c) {
+    _tile_loadd(4, static_cast<const uint16_t*>(query) + c * kChunk, q_stride);
+    const uint32_t* bc = b + c * kTile * kTile;
+    _tile_loadd(6, bc, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, bc + panel, 64);
+    _tile_dpbf16ps(1, 4, 7);
+    if (panels == 4) {
+      _tile_loadd(6, bc + 2 * panel, 64);
+      _tile_dpbf16ps(2, 4, 6);
+      _tile_loadd(7, bc + 3 * panel, 64);
+      _tile_dpbf16ps(3, 4, 7);
+    }
+  }
+  _tile_stored(0, out, kKeys * 4);
+  _tile_stored(1, out + kTile, kKeys * 4);
+  if (panels == 4) {
+    _tile_stored(2, out + 2 * kTile, kKeys * 4);
+    _tile_stored(3, out + 3 * kTile, kKeys * 4);
+  }
+}
+
+// Width a multiple of kChunk (the keys are padded to whole chunks).
+void score_tile(Scratch& w, const void* query, int64_t q_stride, int64_t chunks, int64_t j0, int64_t width) {
+  int64_t g = 0;
+  for (; g + kGroup <= width; g += kGroup) score_panels<4>(w, query, q_stride, chunks, j0 + g, w.scores.data() + g);
+  if (g < width) score_panels<2>(w, query, q_stride, chunks, j0 + g, w.scores.data() + g);
+}
+
+// acc += P . V over keys [j0, j0 + width), P given as hi + lo; acc = P . V for the first key tile (j0 = 0: no
+// fill of acc beforehand).
+void accumulate_tile(Scratch& w, int64_t padded, int64_t cols, int64_t j0, int64_t width) {
+  const int64_t key_chunks = padded / kChunk, column_panel = key_chunks * kTile * 2 * kTile;  // bfloat16
+  for (int64_t g = 0; g < cols; g += kGroup) {
+    float* out = w.acc.data() + g;
+    if (j0 == 0) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+    } else {
+      _tile_loadd(0, out, cols * 4);
+      _tile_loadd(1, out + kTile, cols * 4);
+      _tile_loadd(2, out + 2 * kTile, cols * 4);
+      _tile_loadd(3, out + 3 * kTile, cols * 4);
+    }
+    for (int64_t c = 0; c < width; c += kChunk) {
+      _tile_loadd(4, w.hi.data() + c, kKeys * 2);
+      _tile_loadd(5, w.lo.data() + c, kKeys * 2);
+      const uint16_t* b = w.values.data() + (g / kTile) * column_panel + ((j0 + c) / kChunk) * kTile * 2 * kTile;
+      _tile_loadd(6, b, 64);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(0, 5, 6);
+      _tile_loadd(7, b + column_panel, 64);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(1, 5, 7);
+      _tile_loadd(6, b + 2 * column_panel, 64);
+      _tile_dpbf16ps(2, 4, 6);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_loadd(7, b + 3 * column_panel, 64);
+      _tile_dpbf16ps(3, 4, 7);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out, cols * 4);
+    _tile_stored(1, out + kTile, cols * 4);
+    _tile_stored(2, out + 2 * kTile, cols * 4);
+    _tile_stored(3, out + 3 * kTile, cols * 4);
+  }
+}
+
+// The online softmax over one key tile's scores: running maxima, sums and outputs rescaled, P = hi + lo.
+void softmax_tile(Scratch& w, int64_t cols, float scale, int64_t j0, int64_t width) {
+  for (int64_t r = 0; r < kTile; ++r) {
+    float* row = w.scores.data() + r * kKeys;
+    const int64_t seen = std::clamp<int64_t>(w.visible[r] - j0, 0, width);
+    float top = w.top[r];
+    for (int64_t j = 0; j < seen; ++j) top = std::max(top, row[j] * scale);
+    float sum = 0.f;
+    for (int64_t j = 0; j < seen; ++j) {
+      row[j] = std::exp(row[j] * scale - top);
+      sum += row[j];
+    }
+    std::fill(row + seen, row + width, 0.f);
+    if (seen > 0 && top > w.top[r]) {
+      if (w.sum[r] > 0.f) {  // a new maximum after earlier key tiles: rescale what they added
+        const float correction = std::exp(w.top[r] - top);
+        w.sum[r] *= correction;
+        for (int64_t c = 0; c < cols; ++c) w.acc[r * cols + c] *= correction;
+      }
+      w.top[r] = top;
+    }
+    w.sum[r] += sum;
+    at::BFloat16* hi = reinterpret_cast<at::BFloat16*>(w.hi.data()) + r * kKeys;
+    at::BFloat16* lo = reinterpret_cast<at::BFloat16*>(w.lo.data()) + r * kKeys;
+    for (int64_t j = 0; j < width; ++j) {
+      store(hi + j, row[j]);
+      store(lo + j, row[j] - load(hi + j));
+    }
+  }
+}
+
+void segment_attention(const at::BFloat16* qp, const at::BFloat16* kp, const at::BFloat16* vp, at::BFloat16* op,
+                       const AttentionShape& s, const int64_t* sp, int64_t n, float scale) {
+  const int64_t past = s.keys - s.rows, group = s.heads / s.kv_heads;
+  const int64_t chunks = round_up(s.d, kChunk) / kChunk, cols = round_up(s.d, kGroup);
+  at::parallel_for(0, s.kv_heads * n, 1, [&](int64_t begin, int64_t end_unit) {
+    configure_tiles();  // per thread: the tile registers are thread state
+    Scratch w;
+    w.query.assign(kTile * chunks * kChunk, 0);
+    w.scores.resize(kTile * kKeys);
+    w.hi.resize(kTile * kKeys);
+    w.lo.resize(kTile * kKeys);
+    w.acc.resize(kTile * cols);
+    for (int64_t unit = begin; unit < end_unit; ++unit) {
+      const int64_t kv = unit / n, i = unit % n;
+      const int64_t start = sp[3 * i], end = sp[3 * i + 1], prefix = sp[3 * i + 2];
+      const int64_t count = prefix + end - start, padded = round_up(count, kChunk);
+      if (w.keys.size() < static_cast<size_t>(padded * chunks * kChunk)) {
+        w.keys.resize(padded * chunks * kChunk);
+        w.values.resize(padded * cols);
+      }
+      gather(kp, vp, s, kv, prefix, past + start, count, padded, chunks, cols, w);
+      for (int64_t p0 = start; p0 < end; p0 += kTile) {  // 16 positions of one head per tile
+        const int64_t used = std::min(kTile, end - p0);
+        for (int64_t h = kv * group; h < (kv + 1) * group; ++h) {
+          // the A tiles read 16 whole rows of 64-byte chunks: straight from q where they are, else a padded copy
+          const at::BFloat16* rows = qp + h * s.q_head + p0 * s.q_row;
+          const void* query = rows;
+          int64_t q_stride = s.q_row * 2;
+          if (used < kTile || s.d % kChunk != 0) {
+            for (int64_t r = 0; r < used; ++r)
+              std::memcpy(w.query.data() + r * chunks * kChunk, rows + r * s.q_row, s.d * 2);
+            std::fill(w.query.begin() + used * chunks * kChunk, w.query.end(), 0);
+            query = w.query.data();
+            q_stride = chunks * kChunk * 2;
+          }
+          for (int64_t r = 0; r < kTile; ++r) w.visible[r] = r < used ? prefix + (p0 + r - start) + 1 : 0;
+          std::fill(w.top, w.top + kTile, std::numeric_limits<float>::lowest());  // no infinities (-ffast-math)
+          std::fill(w.sum, w.sum + kTile, 0.f);
+          const int64_t seen = w.visible[used - 1];
+          for (int64_t j0 = 0; j0 < seen; j0 += kKeys) {
+            const int64_t width = round_up(std::min(kKeys, seen - j0), kChunk);
+            score_tile(w, query, q_stride, chunks, j0, width);
+            softmax_tile(w, cols, scale, j0, width);
+            accumulate_tile(w, padded, cols, j0, width);
+          }
+          for (int64_t r = 0; r < used; ++r) {
+            const float inverse = 1.f / w.sum[r];
+            at::BFloat16* target = op + ((p0 + r) * s.heads + h) * s.d;
+            for (int64_t c = 0; c < s.d; ++c) store(target + c, w.acc[r * cols + c] * inverse);
+          }
+        }
+      }
+    }
+    _tile_release();
+  });
+}
+
+}  // namespace amx
+#endif
+
+std::atomic<bool> amx_wanted{true};
+
+// Whether bfloat16 attention runs on the AMX tiles: built with them, and Linux granted this process the tile
+// state (asked once; oneDNN asks for the same for torch's bfloat16 matmuls).
+bool amx_usable() {
+#ifdef RAG_AMX
+  static const bool granted = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */) == 0;
+  return granted && amx_wanted.load();
+#else
+  return false;
+#endif
+}
+
+// Switch the AMX attention on or off (benchmarks and tests compare both); returns whether it is used now.
+bool amx_attention(bool enable) {
+  amx_wanted = enable;
+  return amx_usable();
+}
+
 // q [1, heads, rows, d]; k, v [1, kv_heads, keys, d] (keys = cached + rows); segments [n, 3] int64 of
 // (start, end, prefix) over the rows. Returns [1, rows, heads, d], as transformers' attention functions do.
 at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -353,6 +650,14 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
   auto out = covered == s.rows ? at::empty({1, s.rows, s.heads, s.d}, q.options())
                                : at::zeros({1, s.rows, s.heads, s.d}, q.options());
   const float sc = static_cast<float>(scale);
+#ifdef RAG_AMX
+  // key offsets are 32-bit gather indices; key pairs of columns are 32-bit words (an even head_dim)
+  if (q.scalar_type() == at::kBFloat16 && s.d % 2 == 0 && s.keys * s.k_row < (int64_t{1} << 31) && amx_usable()) {
+    amx::segment_attention(q.data_ptr<at::BFloat16>(), k.data_ptr<at::BFloat16>(), v.data_ptr<at::BFloat16>(),
+                           out.data_ptr<at::BFloat16>(), s, sp, n, sc);
+    return out;
+  }
+#endif
   for_dtype(q.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const T* qp = q.data_ptr<T>();
@@ -425,4 +730,5 @@ TORCH_LIBRARY(rag_fused, m) {
   m.def("norm_rope(Tensor x, Tensor weight, Tensor cos, Tensor sin, float eps) -> Tensor", norm_rope);
   m.def("silu_mul_(Tensor(a!) gate, Tensor up) -> Tensor(a!)", silu_mul_);
   m.def("segment_attention(Tensor q, Tensor k, Tensor v, Tensor segments, float scale) -> Tensor", segment_attention);
+  m.def("amx_attention(bool enable) -> bool", amx_attention);
 }

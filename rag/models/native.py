@@ -32,6 +32,9 @@ NAMESPACE = "rag_fused"
 # includes them, so a cache folder shared by different CPUs never hands one another's build over).
 ISA_FLAGS = {"AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
              "AVX2": ["-mavx2", "-mfma"]}
+# CPUs with AMX tiles (torch's check: the CPU has them and Linux lets processes use them) also get the tile
+# attention for bfloat16 (fused_cpu.cpp, namespace amx).
+AMX_FLAGS = ["-mamx-tile", "-mamx-bf16"]
 # -ffast-math lets the compiler vectorise the sums of squares and exp (glibc's vector math): the results differ
 # from torch's ops by float rounding only (tests/models/test_fused_layers.py states the tolerance).
 CFLAGS = ["-O3", "-ffast-math", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w"]
@@ -105,12 +108,20 @@ def build_command(torch, output: Path, defines: Sequence[str] = ()) -> list[str]
     would use, without needing setuptools or ninja), `CXX` or c++ as the compiler. `defines` (NAME=VALUE) are
     for tests, e.g. RAG_FUSED_LANES=16 to run the AVX-512 build's block layout on any CPU."""
     compiler = os.environ.get("CXX", "c++")
-    isa = ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])
+    isa = isa_flags(torch)
     abi = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
     root = Path(torch.__file__).parent
     includes = [f"-I{root / 'include'}", f"-I{root / 'include' / 'torch' / 'csrc' / 'api' / 'include'}"]
     return [compiler, *CFLAGS, *isa, abi, *(f"-D{d}" for d in defines), *includes, str(SOURCE), "-o", str(output),
             f"-L{root / 'lib'}", "-lc10", "-ltorch_cpu"]
+
+
+def isa_flags(torch) -> list[str]:
+    """The instruction-set flags of this CPU's build: torch's dispatch level, plus AMX on an AVX-512 CPU that has
+    the tiles (torch's private check; absent from a torch means no AMX build)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return ISA_FLAGS.get(capability, []) + (AMX_FLAGS if capability == "AVX512" and amx and amx() else [])
 
 
 def _library(torch) -> tuple[Path, bool]:

@@ -162,6 +162,7 @@ def test_segment_attention_matches_sdpa_on_each_segment(heads, kv_heads, head_di
 _RUN_LIBRARY = """
 import sys, torch
 torch.ops.load_library(sys.argv[1])
+torch.ops.rag_fused.amx_attention(False)  # the vector kernel at 16 lanes, also on a CPU with AMX tiles
 cases = torch.load(sys.argv[2])
 torch.save([torch.ops.rag_fused.segment_attention(q, k, v, torch.tensor(s), scale) for q, k, v, s, scale in cases],
            sys.argv[3])
@@ -184,6 +185,41 @@ def test_segment_attention_at_the_avx512_width_matches_sdpa(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     for (query, key, value, segments, scale), ours in zip(cases, torch.load(tmp_path / "out.pt")):
         _close(ours, _segments_by_sdpa(query, key, value, segments, scale))
+
+
+@pytest.mark.parametrize("heads,kv_heads,head_dim,lengths,prefix,past", SEGMENT_CASES)
+def test_bf16_attention_on_amx_tiles_and_on_vectors_match_sdpa(heads, kv_heads, head_dim, lengths, prefix, past):
+    """On a CPU with AMX tiles (built with them: native.isa_flags), bfloat16 segments run on the tiles; the
+    vector kernel stays a switch away. Both give SDPA's results, and each other's within a bfloat16 step of the
+    output plus 2^-16 of the largest value (the tiles take the softmax weights as two bfloat16 parts, ~16 bits:
+    outputs near zero differ by that much before rounding). Elsewhere both arms are the vector kernel."""
+    query, key, value, segments = _segment_inputs(heads, kv_heads, head_dim, lengths, prefix, past, torch.bfloat16)
+    ops, scale = native.ops(), head_dim ** -0.5
+    assert ops.amx_attention(True) == ("-mamx-bf16" in native.isa_flags(torch))
+    try:
+        with torch.inference_mode():
+            tiles = ops.segment_attention(query, key, value, torch.tensor(segments), scale)
+            ops.amx_attention(False)
+            vectors = ops.segment_attention(query, key, value, torch.tensor(segments), scale)
+    finally:
+        ops.amx_attention(True)
+    reference = _segments_by_sdpa(query, key, value, segments, scale)
+    _close(tiles, reference)
+    _close(vectors, reference)
+    step = vectors.float().abs() * 2 ** -7  # one bfloat16 step at each output's size (at most)
+    assert ((tiles.float() - vectors.float()).abs() <= step + value.float().abs().max() * 2 ** -16).all()
+
+
+def test_bf16_matmuls_after_the_amx_attention_are_unchanged():
+    """The tile attention releases the tile registers it configured: torch's own bfloat16 matmuls (oneDNN, on the
+    same threads, also on AMX tiles where the CPU has them) give the same results before and after it."""
+    torch.manual_seed(3)
+    a, b = torch.randn(300, 1024).bfloat16(), torch.randn(1024, 512).bfloat16()
+    before = a @ b
+    query, key, value, segments = _segment_inputs(*SEGMENT_CASES[2], torch.bfloat16)
+    with torch.inference_mode():
+        native.ops().segment_attention(query, key, value, torch.tensor(segments), 128 ** -0.5)
+    assert torch.equal(a @ b, before)
 
 
 def test_kernels_refuse_what_they_do_not_implement():
