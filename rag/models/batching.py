@@ -14,6 +14,10 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 CPU_BATCH_TOKENS = 2048  # tokens per batch or pack on CPU: matmuls of ~300+ rows already run near the GEMM peak
+# On a CPU with native bf16 matmuls (AMX: ~3 TFLOP/s on 2 cores) a pass is so short that streaming the model's
+# weights from memory for every pass weighs: one pass of 28 FAQ chunks (2,348 tokens) measured 9% faster than
+# two (docs/benchmarks.md, "Intel Xeon with AMX, 2 cores").
+CPU_BF16_BATCH_TOKENS = 4096
 
 
 def token_batches(items: Sequence[int], lengths: Sequence[int], size: int, max_tokens: int = 1 << 30,

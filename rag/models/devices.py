@@ -99,13 +99,19 @@ class Runtime:
 
 def runtime_for(model_name: str, device: str, dtype: str, *, loaded: bool, batch_tokens: int | None) -> Runtime:
     """The runtime of a model (`loaded`: an injected model, whose checkpoint dtype is not looked up).
-    CPU batches are capped by padded tokens (rag/models/batching.py); GPU batches fill up."""
-    from rag.models.batching import CPU_BATCH_TOKENS
+    CPU batches are capped by padded tokens (rag/models/batching.py: twice as many where the CPU computes bf16
+    natively); GPU batches fill up."""
+    import torch
+
+    from rag.models.batching import CPU_BATCH_TOKENS, CPU_BF16_BATCH_TOKENS
 
     resolved = resolve_device(device)
     stored = checkpoint_dtype(model_name) if not loaded and dtype == "auto" else None
-    cap = batch_tokens or (CPU_BATCH_TOKENS if resolved == "cpu" else 1 << 30)
-    return Runtime(resolved, resolve_precision(dtype, resolved, stored), cap)
+    precision = resolve_precision(dtype, resolved, stored)
+    native_bf16 = precision.dtype == torch.bfloat16 and not precision.bf16_weights and cpu_has_bf16()
+    cap = batch_tokens or (1 << 30 if resolved != "cpu" else CPU_BF16_BATCH_TOKENS if native_bf16 else
+                           CPU_BATCH_TOKENS)
+    return Runtime(resolved, precision, cap)
 
 
 def own_weights(model) -> int:

@@ -81,7 +81,7 @@ class SentenceTransformerEmbedder:
     Qwen3 model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py)."""
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", *, dim: int | None = None,
-                 device: str = "auto", dtype: str = "auto", batch_size: int = 16, batch_tokens: int | None = None,
+                 device: str = "auto", dtype: str = "auto", batch_size: int = 32, batch_tokens: int | None = None,
                  max_tokens: int = 1024, query_cache_size: int = 256, model=None, fused: bool = True):
         from rag.models.devices import runtime_for
 

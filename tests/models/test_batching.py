@@ -25,3 +25,19 @@ def test_first_alone_splits_only_the_first_batch():
     assert list(first_alone(iter([[0, 1, 2], [3, 4]]))) == [[0], [1, 2], [3, 4]]
     assert list(first_alone(iter([[0], [1, 2]]))) == [[0], [1, 2]]
     assert list(first_alone(iter([]))) == []
+
+
+def test_cpu_passes_hold_twice_the_tokens_where_bf16_is_native():
+    """On a CPU, a pass holds CPU_BATCH_TOKENS; where the matmuls run in bf16 natively (AMX, avx512_bf16) passes
+    are short enough that streaming the weights weighs, and they hold twice that. fp32 compute, bf16 weights
+    widened to fp32 and an explicit cap keep theirs."""
+    from rag.models.batching import CPU_BATCH_TOKENS, CPU_BF16_BATCH_TOKENS
+    from rag.models.devices import cpu_has_bf16, runtime_for
+
+    def cap(dtype, **kwargs):
+        return runtime_for("unused", "cpu", dtype, loaded=True, **kwargs).batch_tokens
+
+    assert CPU_BF16_BATCH_TOKENS == 2 * CPU_BATCH_TOKENS
+    assert cap("fp32", batch_tokens=None) == cap("bf16w", batch_tokens=None) == CPU_BATCH_TOKENS
+    assert cap("bf16", batch_tokens=None) == (CPU_BF16_BATCH_TOKENS if cpu_has_bf16() else CPU_BATCH_TOKENS)
+    assert cap("bf16", batch_tokens=512) == 512
