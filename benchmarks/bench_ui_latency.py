@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reranker", help="reranker checkpoint folder (default: the 0.6B-shaped bf16 one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from common import checkpoints, cpu_summary, gemm_peak
+    from common import checkpoints, compute_dtype, cpu_summary, gemm_peak
     from playwright.sync_api import sync_playwright
 
     from rag.models.embedder import SentenceTransformerEmbedder
@@ -52,7 +52,8 @@ def main(argv=None) -> None:
     embedder = SentenceTransformerEmbedder(str(embed_path))  # default device and dtype, as the app builds them
     reranker = Qwen3Reranker(str(rerank_path))
     knowledge = sorted((REPO / "assets" / "knowledge").glob("*.md"))
-    peak = gemm_peak()[0]
+    dtype = compute_dtype(reranker.precision)  # the first pass's floor is at the peak of the dtype it computes in
+    peak = gemm_peak(dtype)[0]
     runs = []
     with running_app(Path(tempfile.mkdtemp(prefix="rag-ui-bench-")), embedder, reranker, embed_path, rerank_path,
                      None, corpus=knowledge, knowledge_base="bundled knowledge base") as app, \
@@ -89,7 +90,7 @@ def main(argv=None) -> None:
           f"({max(dense):.2f})\n  first rerank scores {statistics.median(first):.2f} s ({max(first):.2f}), "
           f"{statistics.median(after):.2f} s ({max(after):.2f}) after the dense table; that first pass alone "
           f"{statistics.median(alone):.2f} s ({max(alone):.2f}), its compute floor {statistics.median(floors):.2f} s "
-          f"({max(floors):.2f}) at the fp32 GEMM peak {peak:.0f} GFLOP/s\n"
+          f"({max(floors):.2f}) at the {dtype} GEMM peak {peak:.0f} GFLOP/s\n"
           f"  all rerank scores "
           f"{statistics.median(reranked):.2f} s ({max(reranked):.2f})\n  re-run, every score from the cache "
           f"{statistics.median(cached):.2f} s ({max(cached):.2f})")
