@@ -271,6 +271,30 @@ struct AttentionScratch {
   std::vector<int64_t> visible;         // keys each tile row sees
 };
 
+// One query row's step of the online softmax over a key tile: of its `width` scores (times `scale`), the first
+// `seen` become exp(score - the running maximum) and the rest 0; the running maximum `top` and sum, and the
+// row's `n` outputs so far (`acc`, rescaled when the maximum grows), are updated. Both attention kernels.
+inline void online_softmax_row(float* row, int64_t seen, int64_t width, float scale, float& top, float& sum,
+                               float* acc, int64_t n) {
+  float most = top;
+  for (int64_t j = 0; j < seen; ++j) most = std::max(most, row[j] * scale);
+  float added = 0.f;
+  for (int64_t j = 0; j < seen; ++j) {
+    row[j] = std::exp(row[j] * scale - most);
+    added += row[j];
+  }
+  std::fill(row + seen, row + width, 0.f);
+  if (seen > 0 && most > top) {
+    if (sum > 0.f) {  // a new maximum after earlier key tiles: rescale what they added
+      const float correction = std::exp(top - most);
+      sum *= correction;
+      for (int64_t c = 0; c < n; ++c) acc[c] *= correction;
+    }
+    top = most;
+  }
+  sum += added;
+}
+
 // One tile of query rows against keys [j0, j0 + width) (width a multiple of kPanel, the last keys zero-padded):
 // scores, the online-softmax update of the running maxima, sums and outputs, then outputs += weights x values.
 void attend_key_tile(AttentionScratch& w, int64_t d, int64_t padded, int64_t wide, int64_t tile_rows, int64_t j0,
@@ -296,23 +320,7 @@ void attend_key_tile(AttentionScratch& w, int64_t d, int64_t padded, int64_t wid
   for (int64_t r = 0; r < tile_rows; ++r) {
     float* row = scores + r * kTileKeys;
     const int64_t seen = std::clamp<int64_t>(w.visible[r] - j0, 0, width);
-    float top = w.top[r];
-    for (int64_t j = 0; j < seen; ++j) top = std::max(top, row[j]);
-    float sum = 0.f;
-    for (int64_t j = 0; j < seen; ++j) {
-      row[j] = std::exp(row[j] - top);
-      sum += row[j];
-    }
-    std::fill(row + seen, row + width, 0.f);
-    if (seen > 0 && top > w.top[r]) {
-      if (w.sum[r] > 0.f) {  // a new maximum after earlier key tiles: rescale what they added
-        const float correction = std::exp(w.top[r] - top);
-        w.sum[r] *= correction;
-        for (int64_t c = 0; c < d; ++c) w.acc[r * wide + c] *= correction;
-      }
-      w.top[r] = top;
-    }
-    w.sum[r] += sum;
+    online_softmax_row(row, seen, width, 1.f, w.top[r], w.sum[r], w.acc.data() + r * wide, d);
   }
   for (int64_t c0 = 0; c0 < wide; c0 += kPanel)
     for (int64_t r0 = 0; r0 < tile_rows; r0 += kRows) {
@@ -513,23 +521,7 @@ void softmax_tile(Scratch& w, int64_t cols, float scale, int64_t j0, int64_t wid
   for (int64_t r = 0; r < kTile; ++r) {
     float* row = w.scores.data() + r * kKeys;
     const int64_t seen = std::clamp<int64_t>(w.visible[r] - j0, 0, width);
-    float top = w.top[r];
-    for (int64_t j = 0; j < seen; ++j) top = std::max(top, row[j] * scale);
-    float sum = 0.f;
-    for (int64_t j = 0; j < seen; ++j) {
-      row[j] = std::exp(row[j] * scale - top);
-      sum += row[j];
-    }
-    std::fill(row + seen, row + width, 0.f);
-    if (seen > 0 && top > w.top[r]) {
-      if (w.sum[r] > 0.f) {  // a new maximum after earlier key tiles: rescale what they added
-        const float correction = std::exp(w.top[r] - top);
-        w.sum[r] *= correction;
-        for (int64_t c = 0; c < cols; ++c) w.acc[r * cols + c] *= correction;
-      }
-      w.top[r] = top;
-    }
-    w.sum[r] += sum;
+    online_softmax_row(row, seen, width, scale, w.top[r], w.sum[r], w.acc.data() + r * cols, cols);
     at::BFloat16* hi = reinterpret_cast<at::BFloat16*>(w.hi.data()) + r * kKeys;
     at::BFloat16* lo = reinterpret_cast<at::BFloat16*>(w.lo.data()) + r * kKeys;
     for (int64_t j = 0; j < width; ++j) {
