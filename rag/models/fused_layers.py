@@ -9,7 +9,8 @@ instance (another copy of the same model class is untouched), for one that calls
 are loaded and the call is fp32 or bf16 inference on a CPU (bf16: the arithmetic in fp32, rounded once, where
 transformers rounds after each op). Any other call (fp16, a GPU, autograd, the kernels still building or
 unavailable) runs the module's own forward. The modules are still called as modules, so hooks and
-the attention implementation (rag/models/packed.py) stay as they are.
+the attention implementation (rag/models/packed.py) stay as they are. The decoder layers are switched too, only
+to hand each residual to the projection before it, which adds it inside its matmul (`_plus_residual`).
 """
 from __future__ import annotations
 
@@ -47,12 +48,31 @@ def _norm_forward(module, original):
     return forward
 
 
+def _plus_residual(linear, x, residual):
+    """linear(x) + residual, the sum taken inside the matmul (addmm: the GEMM adds the residual as it writes its
+    output, no pass of its own) where `linear` is a plain nn.Linear in x's dtype; otherwise the two steps. The
+    residual adds were ~3% of a bf16 pass on an AMX CPU, memory-bound (docs/benchmarks.md). In bf16 the sum is
+    rounded once, where transformers rounds the product and then the sum."""
+    import torch
+
+    if residual is None:
+        return linear(x)
+    if (type(linear) is torch.nn.Linear and linear.bias is None and "forward" not in vars(linear)  # not widened
+            and not linear._forward_hooks and not linear._forward_pre_hooks
+            and linear.weight.dtype == x.dtype == residual.dtype and not torch.is_grad_enabled()):
+        flat = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
+        return flat.view(residual.shape)
+    return linear(x) + residual
+
+
 def _mlp_forward(module, original):
-    def forward(x):
+    def forward(x, rag_residual=None):  # rag_residual: added to the output (the decoder layer's, see below)
         kernels = native.ops()
         if not _fusable(kernels, x):
-            return original(x)
-        return module.down_proj(kernels.silu_mul_(module.gate_proj(x), module.up_proj(x)))
+            out = original(x)
+            return out if rag_residual is None else out + rag_residual
+        return _plus_residual(module.down_proj, kernels.silu_mul_(module.gate_proj(x), module.up_proj(x)),
+                              rag_residual)
     return forward
 
 
@@ -62,12 +82,14 @@ def _attention_forward(module, original):
     def forward(hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         if cache is None and "past_key_values" in kwargs:  # transformers' older name for the cache
             cache = kwargs.pop("past_key_values")
+        residual = kwargs.pop("rag_residual", None)  # added to the output (the decoder layer's, see below)
         kernels = native.ops()
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, None)
         if not _fusable(kernels, hidden_states, module.q_norm.weight, module.k_norm.weight) \
                 or position_embeddings is None or attention is None:  # None: eager attention, kept whole
-            return original(hidden_states, position_embeddings=position_embeddings, attention_mask=attention_mask,
-                            cache=cache, **kwargs)
+            out, weights = original(hidden_states, position_embeddings=position_embeddings,
+                                    attention_mask=attention_mask, cache=cache, **kwargs)
+            return (out if residual is None else out + residual), weights
         batch, rows = hidden_states.shape[:2]
         head_dim = module.head_dim
         cos, sin = (t.to(hidden_states.dtype).expand(batch, -1, -1).contiguous() for t in position_embeddings)
@@ -82,7 +104,29 @@ def _attention_forward(module, original):
             key, value = cache.update(key, value, module.layer_idx, kwargs=kwargs)
         output, weights = attention(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling,
                                     sliding_window=getattr(module, "sliding_window", None), **kwargs)
-        return module.o_proj(output.reshape(batch, rows, -1).contiguous()), weights
+        return _plus_residual(module.o_proj, output.reshape(batch, rows, -1).contiguous(), residual), weights
+    return forward
+
+
+def _decoder_forward(module, original):
+    """transformers' Qwen3DecoderLayer (x + attention(norm(x)), then + mlp(norm(.))) with each residual added
+    inside the product before it (`_plus_residual`), when its attention and MLP modules are switched too. Training
+    (autograd: gradient checkpointing lives in the original) and anything else runs the original."""
+    import torch
+
+    def forward(hidden_states, attention_mask=None, position_ids=None, cache=None, use_cache=False,
+                position_embeddings=None, **kwargs):
+        if cache is None and "past_key_values" in kwargs:  # transformers' older name for the cache
+            cache = kwargs.pop("past_key_values")
+        if torch.is_grad_enabled() or not (getattr(module.self_attn, "_rag_fused", False)
+                                           and getattr(module.mlp, "_rag_fused", False)):
+            return original(hidden_states, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                            use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
+        attended, _ = module.self_attn(hidden_states=module.input_layernorm(hidden_states),
+                                       attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                                       use_cache=use_cache, position_embeddings=position_embeddings,
+                                       rag_residual=hidden_states, **kwargs)
+        return module.mlp(module.post_attention_layernorm(attended), rag_residual=attended)
     return forward
 
 
@@ -94,11 +138,12 @@ def fusable_model(model) -> bool:
 
 
 def use_fused_layers(model) -> int:
-    """Give the Qwen3 norm, attention and MLP modules of `model` the fused forward, in place (once per module),
-    and start building the kernels in the background; returns how many modules were switched."""
+    """Give the Qwen3 norm, attention, MLP and decoder-layer modules of `model` the fused forward, in place (once
+    per module), and start building the kernels in the background; returns how many modules were switched."""
     if not fusable_model(model):
         return 0
-    swaps = {"Qwen3RMSNorm": _norm_forward, "Qwen3Attention": _attention_forward, "Qwen3MLP": _mlp_forward}
+    swaps = {"Qwen3RMSNorm": _norm_forward, "Qwen3Attention": _attention_forward, "Qwen3MLP": _mlp_forward,
+             "Qwen3DecoderLayer": _decoder_forward}
     switched = 0
     for module in model.modules():
         make = swaps.get(type(module).__name__)

@@ -269,7 +269,7 @@ def _qwen3(seed: int = 0, layers: int = 2, attention: str = "sdpa"):
 def test_a_fused_model_equals_the_same_model_unfused_padded_batches_included():
     plain = _qwen3()
     fused = copy.deepcopy(plain)
-    assert use_fused_layers(fused) == 2 * 6 + 1  # per layer: 4 norms (2 of them q/k), attention, MLP; final norm
+    assert use_fused_layers(fused) == 2 * 7 + 1  # per layer: 4 norms (2 q/k), attention, MLP, the layer; final norm
     ids = torch.randint(0, 500, (3, 12))
     mask = torch.ones_like(ids)
     mask[1, :5] = 0  # left padding
@@ -314,6 +314,30 @@ def test_a_bf16_model_fused_stays_as_close_to_fp32_as_transformers_bf16():
     cosine = torch.nn.functional.cosine_similarity
     assert cosine(ours, exact, dim=-1).min() >= cosine(theirs, exact, dim=-1).min() - 1e-3
     assert cosine(ours, exact, dim=-1).min() >= 0.999  # measured 0.99980 (transformers bf16: 0.99969)
+
+
+def _op_counts(model, ids) -> dict[str, int]:
+    with torch.inference_mode(), torch.profiler.profile() as prof:
+        model(input_ids=ids)
+    return {e.key: e.count for e in prof.key_averages()}
+
+
+def test_the_residual_adds_ride_in_the_projections_before_them():
+    """Each layer's two residual adds happen inside the o_proj and down_proj products (addmm, no pass of their
+    own), with the unfused model's results (the fused-vs-unfused tests above); a projection that can't take it (a
+    hook here; a widened or int8 one likewise) gets the separate add back."""
+    plain = _qwen3(seed=6)
+    fused = copy.deepcopy(plain)
+    use_fused_layers(fused)
+    ids = torch.randint(0, 500, (1, 10))
+    before, after = _op_counts(plain, ids), _op_counts(fused, ids)
+    assert "aten::addmm" not in before and after["aten::addmm"] == 2 * 2
+    assert after["aten::mm"] == before["aten::mm"] - 2 * 2
+    fused.layers[0].self_attn.o_proj.register_forward_hook(lambda module, args, out: None)
+    hooked = _op_counts(fused, ids)
+    assert hooked["aten::addmm"] == 2 * 2 - 1 and hooked["aten::add"] == after["aten::add"] + 1
+    with torch.inference_mode():
+        _close(fused(input_ids=ids).last_hidden_state, plain(input_ids=ids).last_hidden_state)
 
 
 def test_other_calls_run_the_modules_own_forward():
