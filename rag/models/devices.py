@@ -109,8 +109,8 @@ def runtime_for(model_name: str, device: str, dtype: str, *, loaded: bool, batch
     stored = checkpoint_dtype(model_name) if not loaded and dtype == "auto" else None
     precision = resolve_precision(dtype, resolved, stored)
     native_bf16 = precision.dtype == torch.bfloat16 and not precision.bf16_weights and cpu_has_bf16()
-    cap = batch_tokens or (1 << 30 if resolved != "cpu" else CPU_BF16_BATCH_TOKENS if native_bf16 else
-                           CPU_BATCH_TOKENS)
+    cpu_cap = CPU_BF16_BATCH_TOKENS if native_bf16 else CPU_BATCH_TOKENS
+    cap = batch_tokens or (cpu_cap if resolved == "cpu" else 1 << 30)
     return Runtime(resolved, precision, cap)
 
 

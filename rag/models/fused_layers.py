@@ -62,15 +62,19 @@ def _plus_residual(linear, x, residual):
             and linear.weight.dtype == x.dtype == residual.dtype and not torch.is_grad_enabled()):
         flat = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
         return flat.view(residual.shape)
-    return linear(x) + residual
+    return _added(linear(x), residual)
+
+
+def _added(out, residual):
+    """out + residual as a pass of its own (the unfused layer's add), or out when there is none."""
+    return out if residual is None else out + residual
 
 
 def _mlp_forward(module, original):
     def forward(x, rag_residual=None):  # rag_residual: added to the output (the decoder layer's, see below)
         kernels = native.ops()
         if not _fusable(kernels, x):
-            out = original(x)
-            return out if rag_residual is None else out + rag_residual
+            return _added(original(x), rag_residual)
         return _plus_residual(module.down_proj, kernels.silu_mul_(module.gate_proj(x), module.up_proj(x)),
                               rag_residual)
     return forward
@@ -89,7 +93,7 @@ def _attention_forward(module, original):
                 or position_embeddings is None or attention is None:  # None: eager attention, kept whole
             out, weights = original(hidden_states, position_embeddings=position_embeddings,
                                     attention_mask=attention_mask, cache=cache, **kwargs)
-            return (out if residual is None else out + residual), weights
+            return _added(out, residual), weights
         batch, rows = hidden_states.shape[:2]
         head_dim = module.head_dim
         cos, sin = (t.to(hidden_states.dtype).expand(batch, -1, -1).contiguous() for t in position_embeddings)
