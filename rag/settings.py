@@ -42,6 +42,9 @@ class Settings:
     # compiled once per machine in the background (~20 s, needs g++), same results, faster passes (docs/benchmarks.md);
     # False keeps transformers' ops and torch's SDPA.
     fused_kernels: bool = True
+    # Keep a CPU pass's freed activations in the process (glibc mallopt, rag/models/heap.py) instead of page-faulting
+    # them in again every pass: 3-11% per pass on an AMX CPU, peak memory no higher; False leaves glibc's defaults.
+    keep_cpu_heap: bool = True
     # --- model servers (rag/models/remote_embedder.py, remote_reranker.py) ---------------------------
     # A URL replaces the in-process model: the model named above runs on that server (vLLM, TEI, Infinity,
     # Ollama, OpenAI); its tokenizer is still loaded here to count chunk tokens.

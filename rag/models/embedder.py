@@ -78,11 +78,13 @@ def use_left_padding(model) -> None:
 
 class SentenceTransformerEmbedder:
     """`rag.models.Embedder` over any sentence-transformers model; Qwen3-Embedding by default. `fused` runs a
-    Qwen3 model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py)."""
+    Qwen3 model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py); `keep_heap`
+    keeps a CPU pass's freed activations in the process (rag/models/heap.py)."""
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", *, dim: int | None = None,
                  device: str = "auto", dtype: str = "auto", batch_size: int = 32, batch_tokens: int | None = None,
-                 max_tokens: int = 1024, query_cache_size: int = 256, model=None, fused: bool = True):
+                 max_tokens: int = 1024, query_cache_size: int = 256, model=None, fused: bool = True,
+                 keep_heap: bool = True):
         from rag.models.devices import runtime_for
 
         self.model_name = model_name
@@ -105,6 +107,10 @@ class SentenceTransformerEmbedder:
             from rag.models.fused_layers import use_fused_layers
 
             use_fused_layers(self.model[0].auto_model)  # a no-op for other architectures (MiniLM, BERT-style)
+        if keep_heap:
+            from rag.models.heap import keep_freed_memory_for
+
+            keep_freed_memory_for(self.device)  # process-wide, CPU only (rag/models/heap.py)
         self.query_cache: BoundedCache[np.ndarray] = BoundedCache(query_cache_size)  # (instruction, text) -> vector
         self._lock = threading.Lock()  # one forward pass at a time: torch threads are already busy
 

@@ -21,7 +21,8 @@ def _local_embedder(settings: Settings) -> Embedder:
     return SentenceTransformerEmbedder(settings.embedding_model, dim=settings.embedding_dim, device=settings.device,
                                        dtype=settings.dtype, batch_size=settings.embed_batch_size,
                                        max_tokens=settings.max_embed_tokens,
-                                       query_cache_size=settings.query_cache_size, fused=settings.fused_kernels)
+                                       query_cache_size=settings.query_cache_size, fused=settings.fused_kernels,
+                                       keep_heap=settings.keep_cpu_heap)
 
 
 def _local_reranker(settings: Settings) -> Reranker:
@@ -29,7 +30,7 @@ def _local_reranker(settings: Settings) -> Reranker:
 
     return Qwen3Reranker(settings.reranker_model, device=settings.device, dtype=settings.dtype,
                          batch_size=settings.rerank_batch_size, max_tokens=settings.max_rerank_tokens,
-                         fused=settings.fused_kernels)
+                         fused=settings.fused_kernels, keep_heap=settings.keep_cpu_heap)
 
 
 def _remote_embedder(settings: Settings) -> Embedder:

@@ -60,14 +60,16 @@ class Qwen3Reranker:
 
     `dtype="int8"` quantises the Linear layers of a model this class loads (an injected `model` is used as is).
     `prefix_cache=False` runs every pair whole, without sharing the head (for comparison). `fused` runs the
-    model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py).
+    model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py); `keep_heap` keeps a
+    CPU pass's freed activations in the process (rag/models/heap.py).
     `batch_size` and `batch_tokens` cap the documents and tokens of one packed pass (CPU default in
     rag/models/batching.py, measured in docs/benchmarks.md).
     """
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Reranker-0.6B", *, device: str = "auto",
                  dtype: str = "auto", batch_size: int = 16, max_tokens: int = 1024, prefix_cache: bool = True,
-                 batch_tokens: int | None = None, model=None, tokenizer=None, fused: bool = True):
+                 batch_tokens: int | None = None, model=None, tokenizer=None, fused: bool = True,
+                 keep_heap: bool = True):
         from rag.models.devices import runtime_for
 
         self.model_name = model_name
@@ -95,6 +97,10 @@ class Qwen3Reranker:
             from rag.models.fused_layers import use_fused_layers
 
             use_fused_layers(self.model)  # same numbers, less element-wise time (rag/models/fused_layers.py)
+        if keep_heap:
+            from rag.models.heap import keep_freed_memory_for
+
+            keep_freed_memory_for(self.device)  # process-wide, CPU only (rag/models/heap.py)
         # keys/values of the static head (system prompt + instruction) per instruction: ~14 MB each at 0.6B
         self._static_heads: BoundedCache[KV] = BoundedCache(4)
         self._lock = threading.Lock()
