@@ -101,15 +101,21 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 }
 
 // Per-head RMSNorm, then the rotary embedding (rotate_half convention), then the attention layout:
-// x [batch, rows, heads, d] -> [batch, heads, rows, d]; cos/sin [batch, rows, d].
+// x [batch, rows, heads, d] -> [batch, heads, rows, d]; cos/sin [batch, rows, d]. x's rows may be further apart
+// than heads * d (the keys' columns of one merged key/value product, rag/models/fused_layers.py); each row's
+// heads are contiguous.
 at::Tensor norm_rope(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& cos, const at::Tensor& sin,
                      double eps) {
-  check_input(x, x, "x");
+  TORCH_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "x must be [batch, rows, heads, even head_dim]");
+  TORCH_CHECK(x.device().is_cpu() && x.stride(3) == 1 && x.stride(2) == x.size(3) &&
+                  x.stride(1) >= x.size(2) * x.size(3) && (x.size(0) == 1 || x.stride(0) >= x.size(1) * x.stride(1)) &&
+                  (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16),
+              "x must be a float32 or bfloat16 CPU tensor whose rows each hold their heads contiguously");
   check_input(weight, x, "weight");
   check_input(cos, x, "cos");
   check_input(sin, x, "sin");
-  TORCH_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "x must be [batch, rows, heads, even head_dim]");
   const int64_t batch = x.size(0), rows = x.size(1), heads = x.size(2), d = x.size(3), half = d / 2;
+  const int64_t batch_stride = x.stride(0), row_stride = x.stride(1);
   TORCH_CHECK(weight.numel() == d, "weight must have head_dim elements");
   TORCH_CHECK(cos.dim() == 3 && cos.size(0) == batch && cos.size(1) == rows && cos.size(2) == d &&
                   sin.sizes() == cos.sizes(), "cos and sin must be [batch, rows, head_dim]");
@@ -126,7 +132,7 @@ at::Tensor norm_rope(const at::Tensor& x, const at::Tensor& weight, const at::Te
       for (int64_t k = begin; k < end; ++k) {
         const int64_t h = k % heads, row = k / heads;  // row runs over batch * rows
         const int64_t b = row / rows, i = row % rows;
-        const T* a = xp + k * d;
+        const T* a = xp + b * batch_stride + i * row_stride + h * d;
         const T* c = cp + row * d;
         const T* s = sp + row * d;
         T* o = op + ((b * heads + h) * rows + i) * d;

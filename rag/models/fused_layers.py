@@ -98,18 +98,53 @@ def _attention_forward(module, original):
         head_dim = module.head_dim
         cos, sin = (t.to(hidden_states.dtype).expand(batch, -1, -1).contiguous() for t in position_embeddings)
 
-        def heads(projection, norm):  # [batch, rows, heads * d] -> normed, rotated [batch, heads, rows, d]
-            states = projection(hidden_states).view(batch, rows, -1, head_dim)
+        def heads(states, norm):  # [batch, rows, heads * d] -> normed, rotated [batch, heads, rows, d]
+            states = states.view(batch, rows, -1, head_dim)
             return kernels.norm_rope(states, norm.weight, cos, sin, norm.variance_epsilon)
 
-        query, key = heads(module.q_proj, module.q_norm), heads(module.k_proj, module.k_norm)
-        value = module.v_proj(hidden_states).view(batch, rows, -1, head_dim).transpose(1, 2)
+        query = heads(module.q_proj(hidden_states), module.q_norm)
+        keys, values = _keys_and_values(module, hidden_states)
+        key = heads(keys, module.k_norm)
+        value = values.view(batch, rows, -1, head_dim).transpose(1, 2)
         if cache is not None:
             key, value = cache.update(key, value, module.layer_idx, kwargs=kwargs)
         output, weights = attention(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling,
                                     sliding_window=getattr(module, "sliding_window", None), **kwargs)
         return _plus_residual(module.o_proj, output.reshape(batch, rows, -1).contiguous(), residual), weights
     return forward
+
+
+def _keys_and_values(module, hidden_states):
+    """k_proj(x), v_proj(x): one product of their merged weight (`_merge_keys_and_values`) while it still holds
+    both, else two. Views of one [rows, 2 * kv width] output; the kernels read their rows' strides."""
+    import torch
+
+    merged, k, v = getattr(module, "_rag_kv", None), module.k_proj, module.v_proj
+    if (merged is None or merged.dtype != hidden_states.dtype or k.weight.data_ptr() != merged.data_ptr()
+            or v.weight.data_ptr() != merged[k.out_features:].data_ptr()
+            or k._forward_hooks or k._forward_pre_hooks or v._forward_hooks or v._forward_pre_hooks):
+        return k(hidden_states), v(hidden_states)
+    both = torch.mm(hidden_states.reshape(-1, hidden_states.shape[-1]), merged.t())
+    both = both.view(*hidden_states.shape[:-1], merged.shape[0])
+    return both[..., :k.out_features], both[..., k.out_features:]
+
+
+def _merge_keys_and_values(module) -> bool:
+    """Put the k_proj and v_proj weights of an attention module end to end in one tensor, the two Linears keeping
+    views of it (no extra memory), where both are plain bias-free nn.Linears of one dtype. oneDNN's bf16 product of
+    1,024 -> 1,024 ran at half its rate for 968-1,440 rows on an AMX CPU (a rerank pass is ~1,000 rows), where
+    1,024 -> 2,048 has no such dip (docs/benchmarks.md)."""
+    import torch
+
+    k, v = module.k_proj, module.v_proj
+    if not all(type(p) is torch.nn.Linear and p.bias is None and "forward" not in vars(p) for p in (k, v)) \
+            or k.weight.dtype != v.weight.dtype or k.weight.device != v.weight.device:
+        return False
+    with torch.no_grad():
+        merged = torch.cat([k.weight, v.weight])
+        k.weight.data, v.weight.data = merged[:k.out_features], merged[k.out_features:]
+    module._rag_kv = merged
+    return True
 
 
 def _decoder_forward(module, original):
@@ -152,6 +187,8 @@ def use_fused_layers(model) -> int:
     for module in model.modules():
         make = swaps.get(type(module).__name__)
         if make is not None and not getattr(module, "_rag_fused", False):
+            if make is _attention_forward:
+                _merge_keys_and_values(module)
             module.forward = make(module, module.forward)
             module._rag_fused = True
             switched += 1

@@ -65,6 +65,25 @@ def test_norm_rope_matches_q_norm_then_rotary(batch, rows, heads, head_dim, cos_
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_norm_rope_reads_rows_further_apart_than_their_heads(dtype):
+    """The keys' columns of a merged key/value product: each row's heads contiguous, rows 2 x as far apart.
+    Same result as the same values laid out contiguously; a layout with heads apart is refused."""
+    torch.manual_seed(2)
+    batch, rows, heads, d = 1, 11, 2, 32
+    both = torch.randn(batch, rows, 2 * heads * d).to(dtype)
+    keys = both[..., :heads * d].view(batch, rows, heads, d)
+    weight = torch.randn(d).to(dtype)
+    angles = torch.rand(batch, rows, d // 2).repeat(1, 1, 2) * 6.3
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    ops = native.ops()
+    assert not keys.is_contiguous()
+    assert torch.equal(ops.norm_rope(keys, weight, cos, sin, 1e-6),
+                       ops.norm_rope(keys.contiguous(), weight, cos, sin, 1e-6))
+    with pytest.raises(RuntimeError, match="heads contiguously"):
+        ops.norm_rope(keys.transpose(1, 2).contiguous().transpose(1, 2), weight, cos, sin, 1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_silu_mul_matches_swiglu_in_place(dtype):
     torch.manual_seed(2)
     gate, up = (torch.randn(3, 11, 96) * 4).to(dtype), torch.randn(3, 11, 96).to(dtype)
@@ -332,10 +351,36 @@ def test_the_residual_adds_ride_in_the_projections_before_them():
     ids = torch.randint(0, 500, (1, 10))
     before, after = _op_counts(plain, ids), _op_counts(fused, ids)
     assert "aten::addmm" not in before and after["aten::addmm"] == 2 * 2
-    assert after["aten::mm"] == before["aten::mm"] - 2 * 2
+    # per layer: 2 products became addmm, and k and v are one product (the next test)
+    assert after["aten::mm"] == before["aten::mm"] - 2 * 2 - 2
     fused.layers[0].self_attn.o_proj.register_forward_hook(lambda module, args, out: None)
     hooked = _op_counts(fused, ids)
     assert hooked["aten::addmm"] == 2 * 2 - 1 and hooked["aten::add"] == after["aten::add"] + 1
+    with torch.inference_mode():
+        _close(fused(input_ids=ids).last_hidden_state, plain(input_ids=ids).last_hidden_state)
+
+
+def test_keys_and_values_are_one_product_while_their_weights_are_one_tensor():
+    """k_proj and v_proj keep views of one merged weight (no second copy), so each layer computes both in one
+    product, with the unfused model's results. A weight replaced afterwards (a load, a dtype change) leaves the
+    merged tensor stale: the layer then runs the two projections again, still exact."""
+    plain = _qwen3(seed=7)
+    fused = copy.deepcopy(plain)
+    use_fused_layers(fused)
+    attention = fused.layers[0].self_attn
+    merged = attention._rag_kv
+    assert attention.k_proj.weight.data_ptr() == merged.data_ptr()
+    assert attention.v_proj.weight.data_ptr() == merged[attention.k_proj.out_features:].data_ptr()
+    assert torch.equal(merged, torch.cat([plain.layers[0].self_attn.k_proj.weight,
+                                          plain.layers[0].self_attn.v_proj.weight]))
+    ids = torch.randint(0, 500, (1, 10))
+    with torch.inference_mode():
+        _close(fused(input_ids=ids).last_hidden_state, plain(input_ids=ids).last_hidden_state)
+    merged_mm = _op_counts(fused, ids)["aten::mm"]
+    with torch.no_grad():
+        attention.v_proj.weight = torch.nn.Parameter(attention.v_proj.weight * 2)
+        plain.layers[0].self_attn.v_proj.weight.mul_(2)
+    assert _op_counts(fused, ids)["aten::mm"] == merged_mm + 1
     with torch.inference_mode():
         _close(fused(input_ids=ids).last_hidden_state, plain(input_ids=ids).last_hidden_state)
 
