@@ -3,12 +3,12 @@
 glibc hands large freed blocks back to the kernel: activations above its mmap threshold (128 KB, raised
 dynamically as blocks are freed) are unmapped, and free space at the top of a heap is trimmed. Every pass then
 page-faults its activations back in, and the kernel zeroes each page first. A 28-chunk embedding pass took
-~110,000-170,000 minor faults; on a CPU whose matmuls run at ~3 TFLOP/s (AMX) the faults and the cold pages cost
-10-13% of the pass, and a matmul writing a fresh 14 MB output ran at 1.6 TFLOP/s against 2.9 into reused memory
-(docs/benchmarks.md). `keep_freed_memory` tells glibc to serve blocks up to 32 MB from its heap and not to trim
-it, with one arena for all threads (the app's rerank and upload threads reuse what the last pass freed, instead
-of each thread's arena keeping its own). Peak memory does not grow (one arena measured 80-120 MB lower); the
-resident size stays near the peak between passes instead of falling back.
+67,000-134,000 minor faults; on a CPU whose matmuls run at ~3 TFLOP/s (AMX) that cost 3-11% of a pass, and a
+matmul writing a fresh 14 MB output ran at 1.7 TFLOP/s against 3.1 into reused memory (docs/benchmarks.md).
+`keep_freed_memory` tells glibc to serve blocks up to 32 MB from its heap and not to trim it, with one arena for
+all threads (the app's rerank and upload threads reuse what the last pass freed, instead of each thread's arena
+keeping its own). The peak does not grow (with a new thread per pass it measured 80-140 MB lower); the resident
+size stays near the peak between passes instead of falling back.
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 # mallopt parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-MMAP_THRESHOLD = 32 << 20  # glibc's largest accepted value on 64-bit: a 4,096-token pass's 3,072-wide bf16 output is 25 MB
+# Above the largest activation of a pass: 3,072 wide at 4,096 tokens in bf16 (or 2,048 in fp32) is 25 MB. glibc
+# before 2.35 refuses more than 32 MB (HEAP_MAX_SIZE / 2).
+MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 1 << 30  # free space at the top of the heap kept up to this much (more than any pass frees)
 
 _lock = threading.Lock()
