@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="mallopt and minor-fault counts are glibc on Linux")
 
 # A packed pass's allocations at 4,096 tokens in bf16 (1,024-wide states: 8 MB; 3,072-wide MLP activations:
@@ -48,6 +48,7 @@ def _run(code: str, *args: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
+@glibc_only
 def test_a_pass_reuses_the_memory_the_last_one_freed():
     default = json.loads(_run(PASSES, "default"))
     kept = json.loads(_run(PASSES, "keep"))
@@ -72,6 +73,7 @@ print(heap.kept())
 """
 
 
+@glibc_only
 def test_a_model_loaded_on_the_cpu_keeps_the_heap_unless_told_not_to(tiny_reranker_path):
     assert _run(LOAD, str(tiny_reranker_path)) == "False False True"
 
