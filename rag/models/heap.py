@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 
 # mallopt parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-# Above the largest activation of a pass: 3,072 wide at 4,096 tokens in bf16 (or 2,048 in fp32) is 25 MB. glibc
-# before 2.35 refuses more than 32 MB (HEAP_MAX_SIZE / 2).
+# Above the largest activation of a pass: 3,072 wide at 4,096 tokens in bf16 (or 2,048 in fp32) is 25 MB. Older
+# glibc versions refuse more than 32 MB (HEAP_MAX_SIZE / 2); 2.36 here accepts more.
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 1 << 30  # free space at the top of the heap kept up to this much (more than any pass frees)
 
