@@ -70,7 +70,13 @@ def upload(page: Page, tmp_path: Path, name: str, text: str) -> None:
     path.write_text(text, encoding="utf-8")
     page.get_by_role("tab", name="Knowledge").click()
     page.set_input_files("#rag-upload input[type=file]", str(path))
-    expect(page.locator("#rag-upload")).to_contain_text(name)
+    # The uploaded file's row: Gradio names its cell after the file, and shows the name as two spans (stem, then
+    # extension) with a space between, so the box's text reads "payload .md". The whole name is in the text only
+    # while the upload is in flight ("Uploading 1 file... payload.md", ~20 ms here): a text match raced the upload
+    # and failed in CI when the upload finished before the first check.
+    box = page.locator("#rag-upload")
+    expect(box.get_by_role("cell", name=name, exact=True)).to_be_visible()
+    expect(box.get_by_role("link")).to_be_visible()  # uploaded: the row links the stored file
     page.click("#rag-add")
     expect(page.locator("#rag-report")).to_contain_text("added")
     expect(page.locator("#rag-documents")).to_contain_text(name)
