@@ -57,12 +57,24 @@ def _plus_residual(linear, x, residual):
 
     if residual is None:
         return linear(x)
-    if (type(linear) is torch.nn.Linear and linear.bias is None and "forward" not in vars(linear)  # not widened
-            and not linear._forward_hooks and not linear._forward_pre_hooks
+    if (_plain_linear(linear) and not _hooked(linear)
             and linear.weight.dtype == x.dtype == residual.dtype and not torch.is_grad_enabled()):
         flat = torch.addmm(residual.reshape(-1, residual.shape[-1]), x.reshape(-1, x.shape[-1]), linear.weight.t())
         return flat.view(residual.shape)
     return _added(linear(x), residual)
+
+
+def _plain_linear(linear) -> bool:
+    """A bias-free torch.nn.Linear computing in its weight's dtype: not widened (rag/models/devices.py gives those a
+    forward of their own), not int8, not a subclass. Its product can be taken here directly."""
+    import torch
+
+    return type(linear) is torch.nn.Linear and linear.bias is None and "forward" not in vars(linear)
+
+
+def _hooked(module) -> bool:
+    """Hooks expect the module to be called: a product taken here directly would skip them."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
 def _added(out, residual):
@@ -121,8 +133,7 @@ def _keys_and_values(module, hidden_states):
 
     merged, k, v = getattr(module, "_rag_kv", None), module.k_proj, module.v_proj
     if (merged is None or merged.dtype != hidden_states.dtype or k.weight.data_ptr() != merged.data_ptr()
-            or v.weight.data_ptr() != merged[k.out_features:].data_ptr()
-            or k._forward_hooks or k._forward_pre_hooks or v._forward_hooks or v._forward_pre_hooks):
+            or v.weight.data_ptr() != merged[k.out_features:].data_ptr() or _hooked(k) or _hooked(v)):
         return k(hidden_states), v(hidden_states)
     both = torch.mm(hidden_states.reshape(-1, hidden_states.shape[-1]), merged.t())
     both = both.view(*hidden_states.shape[:-1], merged.shape[0])
@@ -137,7 +148,7 @@ def _merge_keys_and_values(module) -> bool:
     import torch
 
     k, v = module.k_proj, module.v_proj
-    if not all(type(p) is torch.nn.Linear and p.bias is None and "forward" not in vars(p) for p in (k, v)) \
+    if not (_plain_linear(k) and _plain_linear(v)) \
             or k.weight.dtype != v.weight.dtype or k.weight.device != v.weight.device:
         return False
     with torch.no_grad():
