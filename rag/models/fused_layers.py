@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 
 import rag.models.native as native
+from rag.models.segments import row_attention
 
 log = logging.getLogger(__name__)
 
@@ -99,30 +100,41 @@ def _attention_forward(module, original):
         if cache is None and "past_key_values" in kwargs:  # transformers' older name for the cache
             cache = kwargs.pop("past_key_values")
         residual = kwargs.pop("rag_residual", None)  # added to the output (the decoder layer's, see below)
+        outputs = kwargs.pop("rag_outputs", None)  # the only rows whose outputs are wanted (the decoder's, below)
         kernels = native.ops()
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(module.config._attn_implementation, None)
         if not _fusable(kernels, hidden_states, module.q_norm.weight, module.k_norm.weight) \
                 or position_embeddings is None or attention is None:  # None: eager attention, kept whole
             out, weights = original(hidden_states, position_embeddings=position_embeddings,
                                     attention_mask=attention_mask, cache=cache, **kwargs)
-            return _added(out, residual), weights
+            return _added(out if outputs is None else out[:, outputs], residual), weights
         batch, rows = hidden_states.shape[:2]
         head_dim = module.head_dim
         cos, sin = (t.to(hidden_states.dtype).expand(batch, -1, -1).contiguous() for t in position_embeddings)
 
-        def heads(states, norm):  # [batch, rows, heads * d] -> normed, rotated [batch, heads, rows, d]
-            states = states.view(batch, rows, -1, head_dim)
+        def heads(states, norm, cos=cos, sin=sin):  # [batch, n, heads * d] -> normed, rotated [batch, heads, n, d]
+            states = states.view(batch, states.shape[1], -1, head_dim)
             return kernels.norm_rope(states, norm.weight, cos, sin, norm.variance_epsilon)
 
-        query = heads(module.q_proj(hidden_states), module.q_norm)
+        if outputs is None:
+            query = heads(module.q_proj(hidden_states), module.q_norm)
+        else:  # queries of the wanted rows only; every row's keys and values, which they attend to
+            query = heads(module.q_proj(hidden_states[:, outputs]), module.q_norm,
+                          cos[:, outputs].contiguous(), sin[:, outputs].contiguous())
         keys, values = _keys_and_values(module, hidden_states)
         key = heads(keys, module.k_norm)
         value = values.view(batch, rows, -1, head_dim).transpose(1, 2)
         if cache is not None:
             key, value = cache.update(key, value, module.layer_idx, kwargs=kwargs)
-        output, weights = attention(module, query, key, value, attention_mask, dropout=0.0, scaling=module.scaling,
-                                    sliding_window=getattr(module, "sliding_window", None), **kwargs)
-        return _plus_residual(module.o_proj, output.reshape(batch, rows, -1).contiguous(), residual), weights
+        if outputs is None:
+            output, weights = attention(module, query, key, value, attention_mask, dropout=0.0,
+                                        scaling=module.scaling, sliding_window=getattr(module, "sliding_window", None),
+                                        **kwargs)
+        else:
+            output, weights = row_attention(query, key, value, key.shape[2] - rows, outputs,
+                                            kwargs["rag_segments"], module.scaling), None
+        return _plus_residual(module.o_proj, output.reshape(batch, query.shape[2], -1).contiguous(),
+                              residual), weights
     return forward
 
 
@@ -168,16 +180,26 @@ def _decoder_forward(module, original):
                 position_embeddings=None, **kwargs):
         if cache is None and "past_key_values" in kwargs:  # transformers' older name for the cache
             cache = kwargs.pop("past_key_values")
+        outputs = kwargs.pop("rag_outputs", None)
         if torch.is_grad_enabled() or not (getattr(module.self_attn, "_rag_fused", False)
                                            and getattr(module.mlp, "_rag_fused", False)):
             return original(hidden_states, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                             use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
+        if not (outputs is not None and "rag_segments" in kwargs and _last_layer(module)):
+            outputs = None  # an earlier layer's every row makes keys and values of the next one
         attended, _ = module.self_attn(hidden_states=module.input_layernorm(hidden_states),
                                        attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                                        use_cache=use_cache, position_embeddings=position_embeddings,
-                                       rag_residual=hidden_states, **kwargs)
+                                       rag_residual=hidden_states if outputs is None else hidden_states[:, outputs],
+                                       rag_outputs=outputs, **kwargs)
         return module.mlp(module.post_attention_layernorm(attended), rag_residual=attended)
     return forward
+
+
+def _last_layer(module) -> bool:
+    """The model's last decoder layer: its rows' states go nowhere but the model's output."""
+    attention = module.self_attn
+    return attention.layer_idx == attention.config.num_hidden_layers - 1
 
 
 def fusable_model(model) -> bool:

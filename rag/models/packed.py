@@ -14,19 +14,12 @@ sentence-transformers as usual and stays correct for ordinary padded calls (it t
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 from rag.models.fused_layers import attention_kernel
+from rag.models.segments import Segment, segment_sdpa, wanted_rows
 
 ATTENTION = "rag_packed"
-
-
-class Segment(NamedTuple):
-    """Rows [start, end) of a packed call: they attend causally to themselves, after the first `prefix` key
-    positions (cached ones first, then this call's rows), which every row of the segment sees whole."""
-    start: int
-    end: int
-    prefix: int = 0
 
 
 def _packed_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -46,33 +39,8 @@ def _packed_attention(module, query, key, value, attention_mask, dropout: float 
         table = torch.tensor(rag_segments, dtype=torch.long)
         return kernel(query, key, value, table, scaling if scaling is not None else query.shape[-1] ** -0.5), None
     past = key.shape[2] - query.shape[2]  # cached positions come first in the keys
-    outputs = [_segment_sdpa(query, key, value, past, segment, scaling) for segment in rag_segments]
+    outputs = [segment_sdpa(query, key, value, past, segment, scaling) for segment in rag_segments]
     return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0].contiguous(), None
-
-
-def _segment_sdpa(query, key, value, past: int, segment: Segment, scaling):
-    """One segment's attention by torch's SDPA, [batch, rows, heads, head_dim] as transformers expects.
-
-    torch's SDPA is called directly with `enable_gqa`: transformers' path copies the keys and values to every
-    query head whenever there is a mask, which measured twice the attention time (docs/benchmarks.md)."""
-    import torch
-    from torch.nn.functional import scaled_dot_product_attention
-
-    start, end, prefix = segment
-    keys, values = key[:, :, past + start:past + end], value[:, :, past + start:past + end]
-    mask = None
-    if prefix:
-        if prefix == past + start:  # the prefix runs straight into the segment: one slice
-            keys, values = key[:, :, :past + end], value[:, :, :past + end]
-        else:
-            keys = torch.cat([key[:, :, :prefix], keys], dim=2)
-            values = torch.cat([value[:, :, :prefix], values], dim=2)
-        # row i sees the whole prefix and the segment's rows up to i
-        mask = torch.ones(end - start, prefix + end - start, dtype=torch.bool, device=query.device)
-        mask = mask.tril(diagonal=prefix)
-    out = scaled_dot_product_attention(query[:, :, start:end], keys, values, attn_mask=mask,
-                                       is_causal=mask is None, scale=scaling, enable_gqa=True)
-    return out.transpose(1, 2)
 
 
 def _register() -> None:
@@ -130,5 +98,6 @@ def last_token_states(backbone, sequences: Sequence[Sequence[int]]):
     positions = torch.cat([torch.arange(len(s), device=device) for s in sequences])[None]
     ends = torch.tensor([len(s) for s in sequences], device=device).cumsum(0)
     segments = [Segment(a, b) for a, b in zip([0] + ends[:-1].tolist(), ends.tolist())]
-    hidden = backbone(input_ids=ids, position_ids=positions, rag_segments=segments).last_hidden_state[0]
-    return hidden[ends - 1]
+    last = (ends - 1).tolist()
+    out = backbone(input_ids=ids, position_ids=positions, rag_segments=segments, rag_outputs=last)
+    return wanted_rows(out.last_hidden_state[0], last)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from rag.models.packed import Segment
+from rag.models.segments import Segment, wanted_rows
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), [1, kv_heads, positions, head_dim]
 
@@ -51,6 +51,7 @@ def extend(decoder, past: KV | None, head_rest: Sequence[int], tails: Sequence[S
         ends.append(row - 1)
     cache = DynamicCache(ddp_cache_data=past) if past else DynamicCache()
     out = decoder(input_ids=torch.tensor([ids], device=device), position_ids=torch.tensor([positions], device=device),
-                  cache=cache, use_cache=True, rag_segments=segments)
+                  cache=cache, use_cache=True, rag_segments=segments,
+                  rag_outputs=ends or None)  # a head alone (no tails) wants no outputs: all rows, as before
     head = [(layer.keys[:, :, :head_end], layer.values[:, :, :head_end]) for layer in out.cache.layers]
-    return Pass(out.last_hidden_state[0, ends], head)  # `cache`: transformers 5 name
+    return Pass(wanted_rows(out.last_hidden_state[0], ends), head)  # `cache`: transformers 5 name

@@ -16,6 +16,7 @@ import pytest
 import torch
 from transformers.models.qwen3 import modeling_qwen3
 
+import rag.models.fused_layers as fused_layers
 import rag.models.native as native
 from rag.models.fused_layers import fusable_model, use_fused_layers
 
@@ -358,6 +359,30 @@ def test_the_residual_adds_ride_in_the_projections_before_them():
     assert hooked["aten::addmm"] == 2 * 2 - 1 and hooked["aten::add"] == after["aten::add"] + 1
     with torch.inference_mode():
         _close(fused(input_ids=ids).last_hidden_state, plain(input_ids=ids).last_hidden_state)
+
+
+def test_the_last_layer_computes_only_the_rows_a_packed_call_reads(tiny_embedder, tiny_reranker, monkeypatch):
+    """Given `rag_outputs`, a fused model's last layer runs its queries, attention, output projection and MLP on
+    those rows only (earlier layers need every row: they make the next layer's keys), and returns the states the
+    whole last layer gives at those rows. Embedding texts and reranking tails on a cached head alike."""
+    from rag.models.packed import last_token_states
+    from rag.models.prefix_cache import extend
+
+    backbone, decoder = tiny_embedder.model[0].auto_model, tiny_reranker.model.model
+    texts = tiny_embedder._token_ids(["one", "a few more words here", "lava " * 40])
+    head = tiny_reranker.tokenizer.encode("a shared head", add_special_tokens=False)
+    tails = [tiny_reranker.tokenizer.encode(t, add_special_tokens=False) for t in ("yes", "two words", "x " * 20)]
+    mlp_rows = []
+    hook = backbone.layers[-1].mlp.register_forward_hook(lambda m, args, out: mlp_rows.append(args[0].shape[1]))
+    with torch.inference_mode():
+        only = last_token_states(backbone, texts), extend(decoder, None, head, tails).last_hidden
+        assert mlp_rows == [len(texts)]
+        monkeypatch.setattr(fused_layers, "_last_layer", lambda module: False)
+        every = last_token_states(backbone, texts), extend(decoder, None, head, tails).last_hidden
+    hook.remove()
+    assert mlp_rows[1] == sum(map(len, texts))
+    for ours, whole in zip(only, every):
+        torch.testing.assert_close(ours, whole, rtol=1e-4, atol=1e-5)
 
 
 def test_keys_and_values_are_one_product_while_their_weights_are_one_tensor():
