@@ -364,7 +364,8 @@ def test_the_residual_adds_ride_in_the_projections_before_them():
 def test_the_last_layer_computes_only_the_rows_a_packed_call_reads(tiny_embedder, tiny_reranker, monkeypatch):
     """Given `rag_outputs`, a fused model's last layer runs its queries, attention, output projection and MLP on
     those rows only (earlier layers need every row: they make the next layer's keys), and returns the states the
-    whole last layer gives at those rows. Embedding texts and reranking tails on a cached head alike."""
+    whole last layer gives at those rows. Embedding texts and reranking tails on a cached head alike; while the
+    kernels are still building too (transformers' ops, then those rows picked)."""
     from rag.models.packed import last_token_states
     from rag.models.prefix_cache import extend
 
@@ -377,12 +378,16 @@ def test_the_last_layer_computes_only_the_rows_a_packed_call_reads(tiny_embedder
     with torch.inference_mode():
         only = last_token_states(backbone, texts), extend(decoder, None, head, tails).last_hidden
         assert mlp_rows == [len(texts)]
+        with monkeypatch.context() as building:
+            building.setattr(native, "ops", lambda: None)
+            unfused = last_token_states(backbone, texts), extend(decoder, None, head, tails).last_hidden
         monkeypatch.setattr(fused_layers, "_last_layer", lambda module: False)
         every = last_token_states(backbone, texts), extend(decoder, None, head, tails).last_hidden
     hook.remove()
-    assert mlp_rows[1] == sum(map(len, texts))
-    for ours, whole in zip(only, every):
+    assert mlp_rows[1:] == [len(texts), sum(map(len, texts))]
+    for ours, without_kernels, whole in zip(only, unfused, every):
         torch.testing.assert_close(ours, whole, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(without_kernels, whole, rtol=1e-4, atol=1e-5)
 
 
 def test_keys_and_values_are_one_product_while_their_weights_are_one_tensor():
