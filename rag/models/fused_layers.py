@@ -9,8 +9,10 @@ instance (another copy of the same model class is untouched), for one that calls
 are loaded and the call is fp32 or bf16 inference on a CPU (bf16: the arithmetic in fp32, rounded once, where
 transformers rounds after each op). Any other call (fp16, a GPU, autograd, the kernels still building or
 unavailable) runs the module's own forward. The modules are still called as modules, so hooks and
-the attention implementation (rag/models/packed.py) stay as they are. The decoder layers are switched too, only
-to hand each residual to the projection before it, which adds it inside its matmul (`_plus_residual`).
+the attention implementation (rag/models/packed.py) stay as they are. The decoder layers are switched too, to
+hand each residual to the projection before it, which adds it inside its matmul (`_plus_residual`), and to run
+the model's last layer on the rows a packed call reads (`rag_outputs`: each text's last token) after every
+row's keys and values.
 """
 from __future__ import annotations
 
@@ -172,8 +174,10 @@ def _merge_keys_and_values(module) -> bool:
 
 def _decoder_forward(module, original):
     """transformers' Qwen3DecoderLayer (x + attention(norm(x)), then + mlp(norm(.))) with each residual added
-    inside the product before it (`_plus_residual`), when its attention and MLP modules are switched too. Training
-    (autograd: gradient checkpointing lives in the original) and anything else runs the original."""
+    inside the product before it (`_plus_residual`), when its attention and MLP modules are switched too. In the
+    model's last layer, a packed call's `rag_outputs` (row indices) limit the queries, attention, o_proj and MLP
+    to those rows, and the layer returns them alone (rag/models/segments.py `wanted_rows` reads either form).
+    Training (autograd: gradient checkpointing lives in the original) and anything else runs the original."""
     import torch
 
     def forward(hidden_states, attention_mask=None, position_ids=None, cache=None, use_cache=False,

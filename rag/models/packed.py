@@ -5,7 +5,8 @@ gives matmuls too short to reach the CPU's GEMM peak. Packing puts a batch's tex
 Linear layers (almost all of the FLOPs) then see every real token of the batch as one tall matrix and no padding,
 whatever the lengths. Each text keeps its own positions (restarting at 0) and attends only to itself: attention
 runs per text, causal on the text's own slice, exactly what the text computes alone (on a CPU one fused kernel
-call for all texts, elsewhere torch's SDPA per text). The last-token pooling then reads each text's last position.
+call for all texts, elsewhere torch's SDPA per text). The last-token pooling then reads each text's last position,
+the only row the fused model's last layer computes (rag/models/fused_layers.py).
 A segment may also attend to a shared prefix of the keys first: the reranker packs every document's tail on its
 query's shared head that way (rag/models/prefix_cache.py).
 
