@@ -189,7 +189,7 @@ def _decoder_forward(module, original):
                                            and getattr(module.mlp, "_rag_fused", False)):
             return original(hidden_states, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                             use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
-        if not (outputs is not None and "rag_segments" in kwargs and _last_layer(module)):
+        if not (outputs is not None and kwargs.get("rag_segments") is not None and _last_layer(module)):
             outputs = None  # an earlier layer's every row makes keys and values of the next one
         attended, _ = module.self_attn(hidden_states=module.input_layernorm(hidden_states),
                                        attention_mask=attention_mask, position_ids=position_ids, cache=cache,
