@@ -277,6 +277,20 @@ struct AttentionScratch {
   std::vector<int64_t> visible;         // keys each tile row sees
 };
 
+// The end of a row's online-softmax step: its running maximum becomes `most` (the tile's, if it saw any key),
+// the outputs and sum so far rescaled to it, plus the tile's `added` weights. Both attention kernels.
+inline void advance_row(float most, float added, int64_t seen, float& top, float& sum, float* acc, int64_t n) {
+  if (seen > 0 && most > top) {
+    if (sum > 0.f) {  // a new maximum after earlier key tiles: rescale what they added
+      const float correction = std::exp(top - most);
+      sum *= correction;
+      for (int64_t c = 0; c < n; ++c) acc[c] *= correction;
+    }
+    top = most;
+  }
+  sum += added;
+}
+
 // One query row's step of the online softmax over a key tile: of its `width` scores (times `scale`), the first
 // `seen` become exp(score - the running maximum) and the rest 0; the running maximum `top` and sum, and the
 // row's `n` outputs so far (`acc`, rescaled when the maximum grows), are updated. Both attention kernels.
@@ -290,15 +304,7 @@ inline void online_softmax_row(float* row, int64_t seen, int64_t width, float sc
     added += row[j];
   }
   std::fill(row + seen, row + width, 0.f);
-  if (seen > 0 && most > top) {
-    if (sum > 0.f) {  // a new maximum after earlier key tiles: rescale what they added
-      const float correction = std::exp(top - most);
-      sum *= correction;
-      for (int64_t c = 0; c < n; ++c) acc[c] *= correction;
-    }
-    top = most;
-  }
-  sum += added;
+  advance_row(most, added, seen, top, sum, acc, n);
 }
 
 // One tile of query rows against keys [j0, j0 + width) (width a multiple of kPanel, the last keys zero-padded):
@@ -543,7 +549,8 @@ inline __m512 exp_nonpositive(__m512 x) {
 inline __m256i to_bf16(__m512 v) {
   const __m512i bits = _mm512_castps_si512(v);
   const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16));
+  const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
 }
 inline __m512 from_bf16(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
 
@@ -553,8 +560,9 @@ inline __mmask16 seen_lanes(int64_t seen, int64_t j) {
   return n >= kTile ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
-// The online softmax over one key tile's scores (online_softmax_row's steps, 16 scores a vector: the scalar loops
-// were ~40% of the kernel's time on 84-row segments), writing P = hi + lo straight from the weights.
+// The online softmax over one key tile's scores, online_softmax_row's steps 16 scores a vector (the scalar loops,
+// glibc's expf and the rounding loop were about a third of the kernel's samples on 84-row segments), writing
+// P = hi + lo straight from the weights.
 void softmax_tile(Scratch& w, int64_t cols, float scale, int64_t j0, int64_t width) {
   const __m512 scaled = _mm512_set1_ps(scale);
   for (int64_t r = 0; r < kTile; ++r) {
@@ -578,21 +586,9 @@ void softmax_tile(Scratch& w, int64_t cols, float scale, int64_t j0, int64_t wid
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi + j), high);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo + j), to_bf16(_mm512_sub_ps(p, from_bf16(high))));
     }
-    if (seen > 0 && top > w.top[r]) {
-      if (w.sum[r] > 0.f) {  // a new maximum after earlier key tiles: rescale what they added
-        const float correction = std::exp(w.top[r] - top);
-        w.sum[r] *= correction;
-        float* acc = w.acc.data() + r * cols;
-        for (int64_t c = 0; c < cols; ++c) acc[c] *= correction;
-      }
-      w.top[r] = top;
-    }
-    w.sum[r] += _mm512_reduce_add_ps(added);
+    advance_row(top, _mm512_reduce_add_ps(added), seen, w.top[r], w.sum[r], w.acc.data() + r * cols, cols);
   }
 }
-
-// One output row: its `d` running outputs times 1 / sum, rounded to bfloat16 as store() rounds (NaN kept), 32
-// columns (one 64-byte store) at a time.
 
 void segment_attention(const at::BFloat16* qp, const at::BFloat16* kp, const at::BFloat16* vp, at::BFloat16* op,
                        const AttentionShape& s, const int64_t* sp, int64_t n, float scale) {
