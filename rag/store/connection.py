@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from rag.errors import StoreError, StoreUnavailableError
+from rag.store.lite_wal import drop_flushed_logs
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ def make_client(uri: str, token: str | None = None, timeout: float | None = 30.0
         if _held_by_another_process(uri):
             raise StoreError(f"Milvus Lite at {uri!r} is in use by another process (it allows one at a time): "
                              "stop the other app or CLI using it, or use another --db path.")
+        if not _open_in_this_process(Path(uri) / "LOCK"):  # nobody has it open: safe to mend its files
+            drop_flushed_logs(Path(uri))
     attempts = CONNECT_ATTEMPTS if remote else 1
     for attempt in range(1, attempts + 1):
         try:
