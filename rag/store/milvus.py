@@ -261,13 +261,13 @@ class Store:
         return [r["id"] for r in self._query(f"doc_id == {quote(doc_id)}", ["id"])]
 
     def chunks(self, doc_id: str) -> list[Chunk]:
-        rows = self._query(f"doc_id == {quote(doc_id)}", FIELDS)
+        rows = self._stored_once(self._query(f"doc_id == {quote(doc_id)}", FIELDS))
         return sorted((self._chunk(r["id"], r) for r in rows), key=lambda c: c.chunk_index)
 
     def documents(self, owner: str | None = None) -> list[DocumentInfo]:
         """Documents visible to `owner` (None: all), with their chunk counts."""
-        rows = self._query(self._visible(owner) if owner is not None else "id >= 0",
-                           ["doc_id", "source", "owner"])
+        rows = self._stored_once(self._query(self._visible(owner) if owner is not None else "id >= 0",
+                                             ["id", "doc_id", "source", "owner"]))
         counts = Counter((r["doc_id"], r["source"], r["owner"]) for r in rows)
         return sorted((DocumentInfo(d, s, o, n) for (d, s, o), n in counts.items()),
                       key=lambda d: (d.owner, d.source.lower()))
@@ -309,8 +309,8 @@ class Store:
 
     def chunk_positions(self, doc_id: str) -> dict[int, int]:
         """Chunk id -> chunk_index for one document."""
-        return {int(r["id"]): int(r["chunk_index"])
-                for r in self._query(f"doc_id == {quote(doc_id)}", ["id", "chunk_index"])}
+        rows = self._stored_once(self._query(f"doc_id == {quote(doc_id)}", ["id", "chunk_index"]))
+        return {int(r["id"]): int(r["chunk_index"]) for r in rows}
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by chunk id (reused when a re-uploaded file keeps some chunks unchanged)."""
@@ -343,6 +343,27 @@ class Store:
         return bool(rows)
 
     # --- helpers ----------------------------------------------------------------------------------
+    def _stored_once(self, rows: list[dict]) -> list[dict]:
+        """`rows` with each id once, after writing any id found twice again. A Milvus Lite database that an app
+        before rag/store/lite_wal.py left killed right after a flush holds some chunks twice (same id, same
+        content) for good: listings counted them twice, searches found them twice, and an upload of the same
+        file kept them ("unchanged"). An upsert of one copy replaces both; every listing of them mends them."""
+        counts = Counter(r["id"] for r in rows)
+        twice = sorted(int(i) for i, n in counts.items() if n > 1)
+        if not twice:
+            return rows
+        log.warning("collection %s holds %d chunks twice (a Milvus Lite database killed right after a flush, "
+                    "before this version): writing them once", self.collection, len(twice))
+        stored = {int(r["id"]): r for start in range(0, len(twice), 1000)
+                  for r in self.client.get(self.collection, ids=twice[start:start + 1000],
+                                           output_fields=FIELDS + ["vector"])}
+        ids = list(stored)
+        with self._swap.writing():
+            self.upsert([self._chunk(i, stored[i]) for i in ids],
+                        np.asarray([stored[i]["vector"] for i in ids], dtype=np.float32))
+        seen: set = set()
+        return [r for r in rows if not (r["id"] in seen or seen.add(r["id"]))]
+
     @staticmethod
     def _visible(owner: str | None) -> str:
         if owner is None or owner == SHARED_OWNER:

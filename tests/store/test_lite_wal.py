@@ -1,6 +1,7 @@
 """A Milvus Lite database left by a process killed at a precise point of a write reopens whole and without
-duplicates (rag/store/lite_wal.py). The writer is a real process running the real Store, stopped by
-`os._exit` from inside Milvus Lite at that point, as a SIGKILL there would."""
+duplicates (rag/store/lite_wal.py), and one damaged before that mend is mended when its chunks are listed
+(Store._stored_once). The writer is a real process running the real Store, stopped by `os._exit` from inside
+Milvus Lite at that point, as a SIGKILL there would."""
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,36 @@ def test_another_process_holding_the_database_keeps_its_logs(tmp_path):
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)
+
+
+def test_chunks_stored_twice_before_the_mend_are_written_once_when_listed(tmp_path, caplog, monkeypatch):
+    """A database damaged by an app without the mend: Milvus Lite replayed the log, the app wrote c.md, and
+    the flush wrote the replay out with it (a replay flushed alone lands in the same file name and hides)."""
+    import numpy as np
+
+    from rag.types import Chunk
+
+    db = str(tmp_path / "milvus.db")
+    _killed_writer(db, "after-commit")
+    with monkeypatch.context() as before:
+        before.setattr("rag.store.connection.drop_flushed_logs", lambda database: 0)
+        store = Store(db, "c", DIM)
+        store.upsert([Chunk(text="chunk 0 of c.md", source="c.md", chunk_index=0)], np.ones((1, DIM), np.float32))
+        store.close()
+    damaged = tmp_path / "damaged.db"
+    shutil.copytree(db, damaged)
+    ids = _ids_seen_by_milvus_lite_alone(str(damaged))
+    assert len(ids) == 9 and sum(ids.values()) == 13
+
+    store = Store(db, "c", DIM)
+    try:
+        with caplog.at_level("WARNING", logger="rag.store.milvus"):
+            documents = {d.source: d for d in store.documents()}
+        assert {name: d.chunks for name, d in documents.items()} == {"a.md": 4, "b.md": 4, "c.md": 1}
+        assert "holds 4 chunks twice" in caplog.text
+        assert store.count() == 9
+        assert [c.chunk_index for c in store.chunks(documents["b.md"].doc_id)] == [0, 1, 2, 3]
+    finally:
+        store.close()
+    ids = _ids_seen_by_milvus_lite_alone(db)
+    assert len(ids) == 9 and sum(ids.values()) == 9  # mended on disk
