@@ -314,12 +314,13 @@ class Store:
 
     def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         """Stored vectors by chunk id (reused when a re-uploaded file keeps some chunks unchanged)."""
-        found: dict[int, np.ndarray] = {}
+        return {i: np.asarray(r["vector"], dtype=np.float32) for i, r in self._rows_by_id(ids, ["vector"]).items()}
+
+    def _rows_by_id(self, ids: Sequence[int], fields: list[str]) -> dict[int, dict]:
+        """Stored rows by chunk id, fetched 1000 ids a call (the size of a Milvus `get`'s id list kept small)."""
         ids = [int(i) for i in ids]
-        for start in range(0, len(ids), 1000):
-            rows = self.client.get(self.collection, ids=ids[start:start + 1000], output_fields=["vector"])
-            found.update({int(r["id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows})
-        return found
+        return {int(r["id"]): r for start in range(0, len(ids), 1000)
+                for r in self.client.get(self.collection, ids=ids[start:start + 1000], output_fields=fields)}
 
     def content_documents(self, hashes: Sequence[str], owner: str | None = None) -> dict[str, dict[str, str]]:
         """Content hash -> {doc_id: source} of the documents visible to `owner` holding that content."""
@@ -354,9 +355,7 @@ class Store:
             return rows
         log.warning("collection %s holds %d chunks twice (a Milvus Lite database killed right after a flush, "
                     "before this version): writing them once", self.collection, len(twice))
-        stored = {int(r["id"]): r for start in range(0, len(twice), 1000)
-                  for r in self.client.get(self.collection, ids=twice[start:start + 1000],
-                                           output_fields=FIELDS + ["vector"])}
+        stored = self._rows_by_id(twice, FIELDS + ["vector"])
         ids = list(stored)
         with self._swap.writing():
             self.upsert([self._chunk(i, stored[i]) for i in ids],
