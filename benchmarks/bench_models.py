@@ -1,7 +1,7 @@
 """Embedding and reranking against the compute floor and the model cards' code, in one process, same inputs.
 
     python benchmarks/bench_models.py [--quick] [--embed-chunks 28] [--queries 3] [--embedder DIR --reranker DIR]
-                                      [--device cpu|cuda] [--dtype auto|fp32|bf16|...]
+                                      [--device cpu|cuda] [--dtype auto|fp32|bf16|...] [--without-amx]
 
 Qwen3-0.6B-shaped checkpoints (random weights stored in bf16 like the releases, Qwen's real tokenizer;
 benchmarks/common.py builds them once under --cache-dir), or real checkpoints given as folders. Documents are
@@ -25,6 +25,9 @@ floor measured in the same minute is more robust than absolute seconds.
 `--device cuda` runs ours and the cards' code on the GPU (the fused kernels are CPU-only, so there is no
 "transformers' ops" arm), against the GEMM peak of the same shapes on that GPU; `--dtype` overrides our models'
 precision (auto: bf16 on a GPU), e.g. fp32 to check the GPU path's parity at full precision.
+
+`--without-amx` runs a CPU with AMX tiles the way a CPU with avx512_bf16 and no tiles (Zen 4) runs the same code:
+oneDNN's matmuls, the floor's GEMM peak included, capped at AVX512_CORE_BF16, our attention on its vector kernel.
 """
 from __future__ import annotations
 
@@ -229,7 +232,12 @@ def main(argv=None):
     parser.add_argument("--card-dtype", default="float32", help="dtype the model cards' code loads in (the "
                         "parity reference: float32). Under transformers 5 the cards' plain code keeps the "
                         "releases' bfloat16, emulated and several times slower on CPUs without avx512_bf16")
+    parser.add_argument("--without-amx", action="store_true", help="on a CPU with AMX tiles, run as a CPU with "
+                        "avx512_bf16 and no AMX would (Zen 4): oneDNN capped at AVX512_CORE_BF16, the floor's "
+                        "GEMM peak alike, our attention on its vector kernel")
     args = parser.parse_args(argv)
+    if args.without_amx:
+        common.run_without_amx()  # first: oneDNN reads its cap at its first matmul
     chunks = common.faq_chunks()
     n_docs = args.embed_chunks or (8 if args.quick else 28)
     docs = chunks[::max(1, len(chunks) // n_docs)][:n_docs]

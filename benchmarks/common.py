@@ -97,7 +97,25 @@ def cpu_summary() -> str:
     return (f"CPU: {model}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
             f"{torch.get_num_threads()} threads, capability {torch.backends.cpu.get_cpu_capability()}; "
             f"avx2 {yes('avx2')}, avx512f {yes('avx512f')}, avx512_bf16 {yes('avx512_bf16')}, "
-            f"amx_bf16 {yes('amx_bf16')}")
+            f"amx_bf16 {yes('amx_bf16')}"
+            + (f"; oneDNN capped at {os.environ[ONEDNN_ISA_CAP]}" if ONEDNN_ISA_CAP in os.environ else ""))
+
+
+# oneDNN's own switch: the best instruction set its matmuls may use (read at its first matmul, so set before one)
+ONEDNN_ISA_CAP = "ONEDNN_MAX_CPU_ISA"
+
+
+def run_without_amx() -> None:
+    """Run this process's bf16 work as a CPU with avx512_bf16 and no AMX tiles would (Zen 4: the issue's own
+    CPU kind, which no session has had): oneDNN's matmuls, the GEMM peak of the floor included, capped at
+    AVX-512 with bf16 dot products, and our attention on its vector kernel. Call it before the first matmul."""
+    os.environ[ONEDNN_ISA_CAP] = "AVX512_CORE_BF16"
+    from rag.models import native
+
+    status = native.wait(timeout=600)
+    if native.ops() is None:
+        raise SystemExit(f"--without-amx needs the fused CPU kernels, which are not usable: {status}")
+    native.ops().amx_attention(False)
 
 
 def machine_summary(device: str = "cpu") -> str:
