@@ -33,7 +33,7 @@ class Settings:
     query_instruction: str = DEFAULT_TASK  # goes into "Instruct: {task}\nQuery:{query}"
     rerank_instruction: str = DEFAULT_TASK  # goes into the reranker's <Instruct>: line
     device: str = "auto"  # auto = cuda -> mps -> cpu
-    dtype: str = "auto"  # auto = bf16 on GPUs and CPUs with bf16 matmul, else fp32; or fp32/bf16/fp16
+    dtype: str = "auto"  # auto = bf16 on GPUs and CPUs whose bf16 matmuls measure faster, else fp32; or fp32/bf16/fp16
     embed_batch_size: int = 32  # texts per embedding batch or packed pass (tokens are capped too: batching.py)
     rerank_batch_size: int = 16  # documents per packed reranker pass (tokens are capped too: rag/models/batching.py)
     max_rerank_tokens: int = 1024  # per query+document pair, template included

@@ -1,8 +1,9 @@
 """Pick the device and the precision: cuda -> mps -> cpu; reduced precision only where the hardware runs it fast.
 
 Precision names: fp32, bf16, fp16, and int8 (CPU only: fp32 model whose Linear layers are dynamically quantised
-to int8 after loading). `auto` picks bf16 on GPUs and on CPUs with native bf16 matmul (AVX512_BF16 / AMX);
-elsewhere fp32, because emulated bf16 is slower than fp32 (see docs/benchmarks.md for the measurements).
+to int8 after loading). `auto` picks bf16 on GPUs and on CPUs whose native bf16 matmuls (AVX512_BF16 / AMX)
+measure faster than fp32; elsewhere fp32, because emulated bf16 is slower than fp32 (see docs/benchmarks.md for
+the measurements).
 """
 from __future__ import annotations
 
@@ -36,6 +37,45 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+# bf16 is chosen over fp32 only when its matmuls measure at least this much faster: fp32 compute is exact against
+# the fp32 reference, so a near-tie goes to it. Measured ratios sit far from it either way (docs/benchmarks.md):
+# ~8x with AMX tiles, ~2.3x on Zen 4, 0.6x on an AMX Xeon whose tiles are not usable.
+BF16_MIN_SPEEDUP = 1.2
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_prefers_bf16() -> bool:
+    """True when this CPU has native bf16 matmuls and they are faster than fp32 here. The flags alone are not
+    enough: on an Intel Xeon whose AMX tiles the kernel does not grant (Linux before 5.16, or a hypervisor that
+    hides them) the same avx512_bf16 flag leads oneDNN to its AVX-512 bf16 kernels, which ran at 0.6x its fp32
+    GEMM, and a whole pass 1.5x slower than fp32 compute. Measured once per process (~0.1 s)."""
+    if not cpu_has_bf16():
+        return False
+    speedup = bf16_matmul_speedup()
+    log.info("bf16 matmuls run %.1fx as fast as fp32 on this CPU: computing in %s", speedup,
+             "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32")
+    return speedup >= BF16_MIN_SPEEDUP
+
+
+def bf16_matmul_speedup(rows: int = 512, width: int = 1024, repeat: int = 3) -> float:
+    """fp32 time / bf16 time of one (rows x width) @ (width x 2*width) product on torch's CPU threads, best of
+    `repeat` interleaved runs each after a warm-up (the first bf16 call creates oneDNN's kernels)."""
+    import time
+
+    import torch
+
+    inputs = {dtype: (torch.randn(rows, width).to(dtype), torch.randn(2 * width, width).to(dtype))
+              for dtype in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(inputs, float("inf"))
+    for attempt in range(repeat + 1):
+        for dtype, (x, w) in inputs.items():
+            start = time.perf_counter()
+            torch.nn.functional.linear(x, w)
+            if attempt:  # the first round is the warm-up
+                best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 @dataclass(frozen=True)
@@ -82,7 +122,7 @@ def resolve_precision(dtype: str, device: str, stored: str | None = None) -> Pre
         return Precision(names[dtype])
     if device.startswith("cuda"):
         return Precision(torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    if device == "cpu" and cpu_has_bf16():
+    if device == "cpu" and cpu_prefers_bf16():
         return Precision(torch.bfloat16)
     if device == "cpu" and stored == "bfloat16":
         return Precision(torch.bfloat16, bf16_weights=True)

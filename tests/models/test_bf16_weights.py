@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rag.models.devices import checkpoint_dtype, cpu_has_bf16, resolve_precision
+from rag.models.devices import checkpoint_dtype, cpu_prefers_bf16, resolve_precision
 from rag.models.embedder import SentenceTransformerEmbedder
 from rag.models.reranker import Qwen3Reranker
 from tests.model_factory import build_embedder, build_reranker
@@ -25,9 +25,9 @@ def test_checkpoint_dtype_is_read_from_the_config(bf16_paths, tiny_reranker_path
     assert checkpoint_dtype("/no/such/model") is None
 
 
-def test_auto_keeps_bf16_weights_only_for_bf16_checkpoints_on_cpus_without_native_bf16():
+def test_auto_keeps_bf16_weights_only_for_bf16_checkpoints_on_cpus_without_fast_bf16():
     auto = resolve_precision("auto", "cpu", "bfloat16")
-    assert auto.bf16_weights is (not cpu_has_bf16())
+    assert auto.bf16_weights is (not cpu_prefers_bf16())
     assert not resolve_precision("auto", "cpu", "float32").bf16_weights
     assert resolve_precision("auto", "cpu", "float32").dtype in (torch.float32, torch.bfloat16)
 

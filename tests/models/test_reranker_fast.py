@@ -138,7 +138,7 @@ def test_precision_resolution(monkeypatch):
         resolve_precision("int8", "cuda")
     with pytest.raises(ValueError, match="int8"):
         resolve_precision("fp8", "cpu")
-    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(devices, "cpu_prefers_bf16", lambda: False)
     assert resolve_precision("auto", "cpu") == Precision(torch.float32)
-    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(devices, "cpu_prefers_bf16", lambda: True)
     assert resolve_precision("auto", "cpu") == Precision(torch.bfloat16)
