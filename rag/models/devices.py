@@ -41,7 +41,7 @@ def cpu_has_bf16() -> bool:
 
 # bf16 is chosen over fp32 only when its matmuls measure at least this much faster: fp32 compute is exact against
 # the fp32 reference, so a near-tie goes to it. Measured ratios sit far from it either way (docs/benchmarks.md):
-# ~8x with AMX tiles, ~2.3x on Zen 4, 0.6x on an AMX Xeon whose tiles are not usable.
+# ~6x with AMX tiles, ~2.3x on Zen 4, 0.6x on an AMX Xeon whose tiles are not usable.
 BF16_MIN_SPEEDUP = 1.2
 
 
@@ -50,7 +50,7 @@ def cpu_prefers_bf16() -> bool:
     """True when this CPU has native bf16 matmuls and they are faster than fp32 here. The flags alone are not
     enough: on an Intel Xeon whose AMX tiles the kernel does not grant (Linux before 5.16, or a hypervisor that
     hides them) the same avx512_bf16 flag leads oneDNN to its AVX-512 bf16 kernels, which ran at 0.6x its fp32
-    GEMM, and a whole pass 1.5x slower than fp32 compute. Measured once per process (~0.1 s)."""
+    GEMM, and a whole pass 1.5x slower than fp32 compute. Measured once per process (~50 ms)."""
     if not cpu_has_bf16():
         return False
     speedup = bf16_matmul_speedup()

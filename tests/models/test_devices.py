@@ -7,13 +7,13 @@ import sys
 import pytest
 import torch
 
-from rag.models import devices
+from rag.models import devices, native
 from rag.models.devices import BF16_MIN_SPEEDUP, Precision, resolve_precision
 
 
 def amx_usable() -> bool:
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(check and check())
+    """The kernels' own check: an AVX-512 CPU whose AMX tiles this process may use."""
+    return "-mamx-bf16" in native.isa_flags(torch)
 
 
 @pytest.fixture
