@@ -73,6 +73,30 @@ def open_page(browser, url: str, dialogs: list[str]):
     return page
 
 
+def ask(page, question: str) -> None:
+    """Ask on the Chat tab and wait for the answer's last update (it carries the "Sources:" footer)."""
+    from playwright.sync_api import expect
+
+    box = page.locator("#rag-question textarea")
+    box.fill(question)
+    expect(box).to_have_value(question)  # in the page's state before the click sends it
+    page.click("#rag-ask")
+    expect(page.locator("#rag-chat")).to_contain_text("Sources:")
+
+
+def clear_chat(page) -> None:
+    """Click Clear and wait until its reply has landed. Clear also empties the question box, so a question typed
+    before the reply lands can be emptied and asked as "" (seen once in CI, where the chat was already empty and
+    nothing waited): the box is filled first and must come back empty."""
+    from playwright.sync_api import expect
+
+    box = page.locator("#rag-question textarea")
+    box.fill("to be cleared")
+    page.click("#rag-clear")
+    expect(box).to_have_value("")
+    expect(page.locator("#rag-chat")).not_to_contain_text("Sources:")
+
+
 def set_number(page, label: str, value: int, attempts: int = 3) -> None:
     """Set a slider through its number box, and wait until the slider holds it (an event fired earlier would
     still read the old value). A slider that is still mounting (an accordion just opened) can put its initial

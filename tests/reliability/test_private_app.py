@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser_helpers import open_page, set_number
+from tests.browser_helpers import ask, open_page, set_number
 from tests.reliability.helpers import call_fn_index, no_traceback, offline_chunk_counts
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -43,12 +43,6 @@ def upload(page, files: list[dict]) -> None:
     page.click("#rag-add")
     expect(page.locator("#rag-report")).to_contain_text(files[-1]["name"])
     page.get_by_role("tab", name="Chat").click()
-
-
-def ask(page, question: str) -> None:
-    page.fill("#rag-question textarea", question)
-    page.click("#rag-ask")
-    expect(page.locator("#rag-chat")).to_contain_text("Sources:")
 
 
 def test_hostile_documents_and_names_show_as_text_and_nothing_runs(browser, app, fresh_llm):

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from rag.ui.formatting import TABLE_HEADERS
-from tests.browser_helpers import open_page, running_app, set_number
+from tests.browser_helpers import ask, clear_chat, open_page, running_app, set_number
 from tests.openai_server import OpenAIServer
 
 pytestmark = pytest.mark.browser
@@ -81,12 +81,6 @@ def upload(page: Page, tmp_path: Path, name: str, text: str) -> None:
     expect(page.locator("#rag-report")).to_contain_text("added")
     expect(page.locator("#rag-documents")).to_contain_text(name)
     page.get_by_role("tab", name="Chat").click()
-
-
-def ask(page: Page, question: str) -> None:
-    page.fill("#rag-question textarea", question)
-    page.click("#rag-ask")
-    expect(page.locator("#rag-chat")).to_contain_text("Sources:")  # the final update carries the footer
 
 
 def table_rows(page: Page) -> list[dict[str, str]]:
@@ -217,8 +211,7 @@ def test_the_three_first_stage_modes_from_the_settings_panel(new_page, tmp_path)
     expect(modes.get_by_label("hybrid")).to_be_checked()  # the default
     for mode in ("bm25", "dense", "hybrid"):
         modes.get_by_label(mode).check()
-        page.click("#rag-clear")  # a new conversation: a follow-up would be condensed by the LLM first
-        expect(page.locator("#rag-chat")).not_to_contain_text("Sources:")
+        clear_chat(page)  # a new conversation: a follow-up would be condensed by the LLM first
         ask(page, "ZQ4417")
         rows = table_rows(page)
         by_upload = next(r for r in rows if r["Source"] == "codes.md")

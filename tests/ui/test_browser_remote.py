@@ -7,20 +7,12 @@ from playwright.sync_api import expect
 
 from rag.models.remote_embedder import RemoteEmbedder
 from rag.models.remote_reranker import RemoteReranker
-from tests.browser_helpers import open_page, running_app
+from tests.browser_helpers import ask, clear_chat, open_page, running_app
 from tests.model_server import ModelServer
 from tests.openai_server import OpenAIServer
 from tests.ui.test_browser import table_rows
 
 pytestmark = pytest.mark.browser
-
-
-def ask(page, question: str) -> None:
-    box = page.locator("#rag-question textarea")
-    box.fill(question)
-    expect(box).to_have_value(question)  # in the page's state before the click sends it
-    page.click("#rag-ask")
-    expect(page.locator("#rag-chat")).to_contain_text("Sources:")  # the final update carries the footer
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +45,7 @@ def test_the_panel_says_where_each_stage_ran_and_survives_a_failing_reranker(bro
         assert all(row["Rerank score"] for row in table_rows(page))
 
         rerank.configure(fail="500")
-        page.click("#rag-clear")
+        clear_chat(page)
         ask(page, "How do plants make sugar?")
         expect(page.get_by_text("Reranking failed", exact=False).first).to_be_visible()
         rows = table_rows(page)
