@@ -5,8 +5,9 @@ gives matmuls too short to reach the CPU's GEMM peak. Packing puts a batch's tex
 Linear layers (almost all of the FLOPs) then see every real token of the batch as one tall matrix and no padding,
 whatever the lengths. Each text keeps its own positions (restarting at 0) and attends only to itself: attention
 runs per text, causal on the text's own slice, exactly what the text computes alone (on a CPU one fused kernel
-call for all texts, elsewhere torch's SDPA per text). The last-token pooling then reads each text's last position,
-the only row the fused model's last layer computes (rag/models/fused_layers.py).
+call for all texts, else torch's SDPA per text; on a GPU one masked SDPA call per group of texts). The last-token
+pooling then reads each text's last position, the only row the fused model's last layer computes
+(rag/models/fused_layers.py).
 A segment may also attend to a shared prefix of the keys first: the reranker packs every document's tail on its
 query's shared head that way (rag/models/prefix_cache.py).
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from rag.models.fused_layers import attention_kernel
-from rag.models.segments import Segment, segment_sdpa, wanted_rows
+from rag.models.segments import Segment, grouped_sdpa, segment_sdpa, wanted_rows
 
 ATTENTION = "rag_packed"
 
@@ -27,8 +28,9 @@ def _packed_attention(module, query, key, value, attention_mask, dropout: float 
                       rag_segments: Sequence[Segment] | None = None, **kwargs):
     """Attention per packed segment (`rag_segments`), or transformers' own SDPA path when not packed.
 
-    On a CPU with the fused kernels (rag/models/fused_layers.py) one kernel call runs every segment; elsewhere
-    torch's SDPA runs them one by one. Packed calls are inference only (`dropout` is ignored there)."""
+    On a CPU with the fused kernels (rag/models/fused_layers.py) one kernel call runs every segment; otherwise
+    torch's SDPA runs them, one by one on a CPU and in masked groups on a GPU (`attention_groups`). Packed calls
+    are inference only (`dropout` is ignored there)."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -40,8 +42,25 @@ def _packed_attention(module, query, key, value, attention_mask, dropout: float 
         table = torch.tensor(rag_segments, dtype=torch.long)
         return kernel(query, key, value, table, scaling if scaling is not None else query.shape[-1] ** -0.5), None
     past = key.shape[2] - query.shape[2]  # cached positions come first in the keys
-    outputs = [segment_sdpa(query, key, value, past, segment, scaling) for segment in rag_segments]
+    outputs = [segment_sdpa(query, key, value, past, group[0], scaling) if len(group) == 1
+               else grouped_sdpa(query, key, value, past, group, scaling)
+               for group in attention_groups(rag_segments, query.device.type)]
     return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0].contiguous(), None
+
+
+# On a GPU, consecutive segments of up to this many rows in all share one masked attention call: a launch costs
+# more than the masked-out work there, which grows with the rows' square (measured: docs/benchmarks.md). 0 = one
+# call per segment, as on a CPU, which does every masked-out product.
+GPU_ATTENTION_ROWS = 2048
+
+
+def attention_groups(segments: Sequence[Segment], device_type: str) -> list[list[Segment]]:
+    """The segments of a packed call grouped into attention calls: one each on a CPU, consecutive runs of up to
+    GPU_ATTENTION_ROWS rows elsewhere (a longer segment goes alone)."""
+    if device_type == "cpu":
+        return [[segment] for segment in segments]
+    groups = pack_batches([s.end - s.start for s in segments], GPU_ATTENTION_ROWS, len(segments))
+    return [[segments[i] for i in group] for group in groups]
 
 
 def _register() -> None:

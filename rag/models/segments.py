@@ -3,10 +3,12 @@
 A packed call puts several texts end to end in one row. Each text is a `Segment`: its rows attend to the first
 `prefix` key positions whole (a shared head, rag/models/prefix_cache.py), then causally to the segment's own keys.
 On a CPU the fused kernel runs every segment at once (rag/models/fused_cpu.cpp); the functions here are the SDPA
-paths: whole segments (elsewhere) and single rows (a model's last layer, where only a few rows' outputs are used).
+paths: whole segments (one call each on a CPU, consecutive ones in one masked call on a GPU) and single rows (a
+model's last layer, where only a few rows' outputs are used).
 """
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from typing import NamedTuple, Sequence
 
@@ -49,6 +51,48 @@ def segment_sdpa(query, key, value, past: int, segment: Segment, scaling):
     out = scaled_dot_product_attention(query[:, :, start:end], keys, values, attn_mask=mask,
                                        is_causal=mask is None, scale=scaling, enable_gqa=True)
     return out.transpose(1, 2)
+
+
+def grouped_sdpa(query, key, value, past: int, segments: Sequence[Segment], scaling):
+    """Consecutive segments' attention in one SDPA call: the same as `segment_sdpa` per segment, with a mask that
+    keeps each row to what it sees in its own segment. For a GPU, where launching a call costs more than the
+    masked-out work: a packed pass of 10-30 segments otherwise issues that many attention calls per layer (the
+    caller bounds a group's rows, since the masked-out work grows with their square).
+
+    The keys are the prefixes' positions before the group's first row, then the group's own rows."""
+    from torch.nn.functional import scaled_dot_product_attention
+
+    first, end = segments[0].start, segments[-1].end
+    head, mask = _group_mask(tuple(segments), past, str(query.device))
+    own = slice(past + first, past + end)
+    keys, values = key[:, :, own], value[:, :, own]
+    if head:
+        import torch
+
+        keys = torch.cat([key[:, :, :head], keys], dim=2)
+        values = torch.cat([value[:, :, :head], values], dim=2)
+    out = scaled_dot_product_attention(query[:, :, first:end], keys, values, attn_mask=mask, scale=scaling,
+                                       enable_gqa=True)
+    return out.transpose(1, 2)
+
+
+@functools.lru_cache(maxsize=8)  # every layer of a pass asks for the same mask
+def _group_mask(segments: tuple[Segment, ...], past: int, device: str):
+    """(head, mask) of `grouped_sdpa`: the first `head` key positions come before the group's rows (what its
+    prefixes reach there), and mask[row, key] is True where the row sees that key."""
+    import torch
+
+    if any(a.end != b.start for a, b in zip(segments, segments[1:])):
+        raise ValueError(f"grouped segments must be consecutive: {segments}")
+    first, end = past + segments[0].start, past + segments[-1].end
+    head = min(max(s.prefix for s in segments), first)
+    lengths = torch.tensor([s.end - s.start for s in segments], device=device)
+    starts = torch.tensor([past + s.start for s in segments], device=device).repeat_interleave(lengths)
+    prefixes = torch.tensor([s.prefix for s in segments], device=device).repeat_interleave(lengths)
+    rows = torch.arange(first, end, device=device)  # each row's own key position
+    keys = torch.cat([torch.arange(head, device=device), rows])  # each key column's position
+    mask = (keys < prefixes[:, None]) | ((keys >= starts[:, None]) & (keys <= rows[:, None]))
+    return head, mask
 
 
 def row_attention(query, key, value, past: int, rows: Sequence[int], segments: Sequence[Segment], scaling):

@@ -9,7 +9,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from rag.models.embedder import SentenceTransformerEmbedder
-from rag.models.packed import ATTENTION, last_token_states, pack_batches, packable
+from rag.models.packed import ATTENTION, attention_groups, last_token_states, pack_batches, packable
+from rag.models.segments import Segment
 
 # lengths from 1 to ~300 tokens, mixed, with repeats: packs hold texts of very different lengths side by side
 TEXTS = [("word " * n).strip() for n in (3, 40, 1, 17, 60, 8, 2, 33, 5)] + \
@@ -83,10 +84,56 @@ def test_the_attention_kernel_and_torchs_sdpa_give_the_same_states(tiny_embedder
     assert torch.allclose(kernel, sdpa, atol=1e-5)
 
 
-def test_segments_on_a_shared_prefix_equal_each_sequence_alone(tiny_reranker):
+def _group_as_on_a_gpu(monkeypatch, rows: int = 256) -> None:
+    """The GPU's attention path, on this CPU: no fused kernel, consecutive segments in masked SDPA calls of at
+    most `rows` rows (small, so that a pass has several groups and a long text goes alone)."""
+    import rag.models.packed as packed
+
+    monkeypatch.setattr(packed, "attention_kernel", lambda *args: None)
+    monkeypatch.setattr(packed, "GPU_ATTENTION_ROWS", rows)
+    monkeypatch.setattr(packed, "attention_groups", lambda segments, device_type: attention_groups(segments, "cuda"))
+
+
+def test_grouped_masked_attention_gives_the_states_of_a_call_per_segment(tiny_embedder, monkeypatch):
+    import rag.models.packed as packed
+
+    backbone = tiny_embedder.model[0].auto_model
+    ids = tiny_embedder._token_ids(TEXTS + ["Lava flows downhill, and ash rises into the sky. " * 30])
+    monkeypatch.setattr(packed, "attention_kernel", lambda *args: None)
+    with torch.inference_mode():
+        each = last_token_states(backbone, ids)
+        _group_as_on_a_gpu(monkeypatch)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            grouped = last_token_states(backbone, ids)
+    calls = {event.key: event.count for event in prof.key_averages()}
+    lengths = list(map(len, ids))
+    groups = len(pack_batches(lengths, 256, len(lengths)))
+    assert max(lengths) > 256 and 1 < groups < len(ids)
+    # a call per group in each layer but the last, which on this CPU computes each text's last row (a call each)
+    assert calls["aten::scaled_dot_product_attention"] == (backbone.config.num_hidden_layers - 1) * groups + len(ids)
+    assert torch.allclose(grouped, each, atol=1e-5)
+
+
+def test_attention_groups_are_single_segments_on_a_cpu_and_bounded_runs_on_a_gpu(monkeypatch):
+    import rag.models.packed as packed
+
+    monkeypatch.setattr(packed, "GPU_ATTENTION_ROWS", 10)
+    segments = [Segment(0, 4), Segment(4, 10), Segment(10, 25), Segment(25, 27), Segment(27, 30)]
+    assert attention_groups(segments, "cpu") == [[s] for s in segments]
+    assert attention_groups(segments, "cuda") == [segments[:2], segments[2:3], segments[3:]]
+    monkeypatch.setattr(packed, "GPU_ATTENTION_ROWS", 0)  # 0: one call per segment there too
+    assert attention_groups(segments, "cuda") == [[s] for s in segments]
+
+
+@pytest.mark.parametrize("grouping", ["per-segment", "grouped"])
+def test_segments_on_a_shared_prefix_equal_each_sequence_alone(tiny_reranker, grouping, monkeypatch):
     """A tail packed after its head's cached keys/values, next to other tails, computes what head + tail computes
-    in one ordinary pass: the reranker's packed path (rag/models/prefix_cache.py)."""
+    in one ordinary pass: the reranker's packed path (rag/models/prefix_cache.py), with a call per segment (a
+    CPU without the fused kernels) or grouped masked calls (a GPU)."""
     from rag.models.prefix_cache import extend
+
+    if grouping == "grouped":
+        _group_as_on_a_gpu(monkeypatch, rows=16)
 
     decoder = tiny_reranker.model.model
     head = tiny_reranker.tokenizer.encode("a shared head of a few tokens", add_special_tokens=False)

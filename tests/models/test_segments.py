@@ -3,7 +3,7 @@ see inside their segment (the last layer of a fused model computes only the rows
 import pytest
 import torch
 
-from rag.models.segments import Segment, row_attention, segment_sdpa, wanted_rows
+from rag.models.segments import Segment, grouped_sdpa, row_attention, segment_sdpa, wanted_rows
 
 # segments after `past` cached positions: no prefix, a prefix running straight into the segment, a shared prefix
 # (the cached head) the segment does not follow, and a one-row segment
@@ -25,6 +25,24 @@ def test_single_rows_attend_as_inside_their_segments():
     ours = row_attention(query[:, :, rows], key, value, PAST, rows, SEGMENTS, None)
     assert ours.shape == (1, len(rows), query.shape[1], query.shape[3])
     torch.testing.assert_close(ours, whole[:, rows], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("group", [SEGMENTS, SEGMENTS[1:], SEGMENTS[2:4], SEGMENTS[:2]],
+                         ids=["all", "after-the-first", "on-the-shared-head", "prefix-into-segment"])
+def test_one_masked_call_for_consecutive_segments_equals_a_call_per_segment(group):
+    """The GPU's grouped attention: every row sees what it sees in its own segment's call (a shared head, a prefix
+    reaching into earlier rows of the call, a one-row segment), whichever segments the group starts and ends on."""
+    query, key, value = _inputs()
+    each = torch.cat([segment_sdpa(query, key, value, PAST, s, None) for s in group], dim=1)
+    grouped = grouped_sdpa(query, key, value, PAST, group, None)
+    assert grouped.shape == each.shape
+    torch.testing.assert_close(grouped, each, rtol=1e-5, atol=1e-6)
+
+
+def test_a_group_with_a_gap_between_its_segments_is_refused():
+    query, key, value = _inputs()
+    with pytest.raises(ValueError, match="must be consecutive"):
+        grouped_sdpa(query, key, value, PAST, [SEGMENTS[0], SEGMENTS[2]], None)
 
 
 def test_a_row_outside_every_segment_is_refused():
