@@ -4,8 +4,9 @@
 // transformers runs RMSNorm, the per-head q/k norm + rotary embedding and SwiGLU as chains of separate torch ops:
 // each one allocates a fresh activation (page faults) and streams it through memory again, and the rotary part
 // runs on a transposed, strided view. Here each is one pass over its rows, parallel over rows with torch's own
-// thread pool (at::parallel_for). float32 or bfloat16 tensors (all of one call in the same dtype), contiguous;
-// the arithmetic is float32 either way, rounded once on the way out. The Python side falls back to transformers
+// thread pool (at::parallel_for). float32 or bfloat16 tensors (all of one call in the same dtype, but for the
+// norms' float32 residual stream under bfloat16 weights), contiguous; the arithmetic is float32 either way,
+// rounded once on the way out. The Python side falls back to transformers
 // for anything else. Built and loaded by rag/models/native.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__)
@@ -73,31 +75,82 @@ void for_dtype(at::ScalarType dtype, Body body) {
   }
 }
 
-// weight * x / rms(x) over the last dimension (Qwen3RMSNorm).
+// weight * x / rms(x) over the last dimension (Qwen3RMSNorm), in the weight's dtype. x has the weight's dtype, or
+// is float32 under bfloat16 weights: a bfloat16 model whose residual stream stays in float32
+// (rag/models/fused_layers.py) normalises it straight into the next bfloat16 product's input.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   check_input(x, x, "x");
-  check_input(weight, x, "weight");
+  check_input(weight, weight, "weight");
+  TORCH_CHECK(weight.scalar_type() == x.scalar_type() || x.scalar_type() == at::kFloat,
+              "weight must have the dtype of the input (or bfloat16 under a float32 input)");
   const int64_t d = x.size(-1), rows = x.numel() / d;
   TORCH_CHECK(weight.numel() == d, "weight must have the last dimension's size");
-  auto out = at::empty_like(x);
+  auto out = at::empty(x.sizes(), x.options().dtype(weight.scalar_type()));
   const float e = static_cast<float>(eps);
-  for_dtype(x.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    const T* xp = x.data_ptr<T>();
-    const T* w = weight.data_ptr<T>();
-    T* op = out.data_ptr<T>();
-    at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const T* a = xp + i * d;
-        T* o = op + i * d;
-        const float r = inverse_rms(a, d, e);
-        for (int64_t j = 0; j < d; ++j) {
-          store(o + j, load(w + j) * (load(a + j) * r));
+  for_dtype(x.scalar_type(), [&](auto x_tag) {
+    for_dtype(weight.scalar_type(), [&](auto w_tag) {
+      using X = decltype(x_tag);
+      using W = decltype(w_tag);
+      const X* xp = x.data_ptr<X>();
+      const W* w = weight.data_ptr<W>();
+      W* op = out.data_ptr<W>();
+      at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const X* a = xp + i * d;
+          W* o = op + i * d;
+          const float r = inverse_rms(a, d, e);
+          for (int64_t j = 0; j < d; ++j) {
+            store(o + j, load(w + j) * (load(a + j) * r));
+          }
         }
-      }
+      });
     });
   });
   return out;
+}
+
+// residual + x, and that sum normalised as rms_norm does, in one pass: a bfloat16 model's residual add and the
+// norm after it (rag/models/fused_layers.py), where the sum stays float32. residual is float32; x and weight are
+// float32 or bfloat16; the normalised rows come out in the weight's dtype.
+std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& residual, const at::Tensor& x,
+                                                const at::Tensor& weight, double eps) {
+  check_input(residual, residual, "residual");
+  check_input(x, x, "x");
+  check_input(weight, weight, "weight");
+  TORCH_CHECK(residual.scalar_type() == at::kFloat, "residual must be float32");
+  TORCH_CHECK(x.sizes() == residual.sizes(), "x must have the residual's shape");
+  const int64_t d = x.size(-1), rows = x.numel() / d;
+  TORCH_CHECK(weight.numel() == d, "weight must have the last dimension's size");
+  auto sum = at::empty_like(residual);
+  auto out = at::empty(x.sizes(), x.options().dtype(weight.scalar_type()));
+  const float e = static_cast<float>(eps);
+  for_dtype(x.scalar_type(), [&](auto x_tag) {
+    for_dtype(weight.scalar_type(), [&](auto w_tag) {
+      using X = decltype(x_tag);
+      using W = decltype(w_tag);
+      const float* rp = residual.data_ptr<float>();
+      const X* xp = x.data_ptr<X>();
+      const W* w = weight.data_ptr<W>();
+      float* sp = sum.data_ptr<float>();
+      W* op = out.data_ptr<W>();
+      at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          const float* r = rp + i * d;
+          const X* a = xp + i * d;
+          float* s = sp + i * d;
+          for (int64_t j = 0; j < d; ++j) {
+            s[j] = r[j] + load(a + j);
+          }
+          const float inverse = inverse_rms(s, d, e);
+          W* o = op + i * d;
+          for (int64_t j = 0; j < d; ++j) {
+            store(o + j, load(w + j) * (s[j] * inverse));
+          }
+        }
+      });
+    });
+  });
+  return {sum, out};
 }
 
 // Per-head RMSNorm, then the rotary embedding (rotate_half convention), then the attention layout:
@@ -779,6 +832,7 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
 
 TORCH_LIBRARY(rag_fused, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor", rms_norm);
+  m.def("add_rms_norm(Tensor residual, Tensor x, Tensor weight, float eps) -> (Tensor, Tensor)", add_rms_norm);
   m.def("norm_rope(Tensor x, Tensor weight, Tensor cos, Tensor sin, float eps) -> Tensor", norm_rope);
   m.def("silu_mul_(Tensor(a!) gate, Tensor up) -> Tensor(a!)", silu_mul_);
   m.def("segment_attention(Tensor q, Tensor k, Tensor v, Tensor segments, float scale) -> Tensor", segment_attention);

@@ -13,6 +13,13 @@ the attention implementation (rag/models/packed.py) stay as they are. The decode
 hand each residual to the projection before it, which adds it inside its matmul (`_plus_residual`), and to run
 the model's last layer on the rows a packed call reads (`rag_outputs`: each text's last token) after every
 row's keys and values.
+
+A bf16 model keeps its residual stream in float32 between and inside the layers: the products and the attention
+still run in bf16, each norm reads the float32 stream and writes the bf16 input of the next product, the attention
+output joins the stream in one pass with the norm after it (`add_rms_norm`) and the MLP output is added in float32.
+transformers rounds the stream to bf16 after every add, and over 28 layers that was the largest share of the bf16
+error: on the 0.6B shape the rerank scores moved 5.0e-3 -> 2.8e-3 at most from fp32's (8 questions, same top-3
+4/8 -> 7/8) and the embeddings' 1 - cosine 8.4e-5 -> 3.4e-5, for 1-3% more time on an AMX CPU (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -45,17 +52,26 @@ def attention_kernel(module, query, key, value):
 def _norm_forward(module, original):
     def forward(hidden_states):
         kernels = native.ops()
-        if not _fusable(kernels, hidden_states, module.weight):
+        if not (_fusable(kernels, hidden_states, module.weight) or _normalises_the_stream(kernels, hidden_states,
+                                                                                           module.weight)):
             return original(hidden_states)
         return kernels.rms_norm(hidden_states.contiguous(), module.weight, module.variance_epsilon)
     return forward
 
 
+def _normalises_the_stream(kernels, x, weight) -> bool:
+    """A bf16 model's norm on its float32 residual stream (`_decoder_forward`): the kernel reads the float32 rows
+    and writes the bf16 input of the next product."""
+    import torch
+
+    return weight.dtype == torch.bfloat16 and _fusable(kernels, x) and x.dtype == torch.float32
+
+
 def _plus_residual(linear, x, residual):
     """linear(x) + residual, the sum taken inside the matmul (addmm: the GEMM adds the residual as it writes its
-    output, no pass of its own) where `linear` is a plain nn.Linear in x's dtype; otherwise the two steps. The
-    residual adds were ~3% of a bf16 pass on an AMX CPU, memory-bound (docs/benchmarks.md). In bf16 the sum is
-    rounded once, where transformers rounds the product and then the sum."""
+    output, no pass of its own) where `linear` is a plain nn.Linear in x's dtype; otherwise the two steps (a
+    float32 residual under a bf16 product: the bf16 model's stream, see above). The residual adds were ~3% of a
+    bf16 pass on an AMX CPU, memory-bound (docs/benchmarks.md)."""
     import torch
 
     if residual is None:
@@ -174,7 +190,8 @@ def _merge_keys_and_values(module) -> bool:
 
 def _decoder_forward(module, original):
     """transformers' Qwen3DecoderLayer (x + attention(norm(x)), then + mlp(norm(.))) with each residual added
-    inside the product before it (`_plus_residual`), when its attention and MLP modules are switched too. In the
+    inside the product before it (`_plus_residual`), when its attention and MLP modules are switched too; in a bf16
+    model the stream x turns float32 here, and the attention output joins it in the norm's pass. In the
     model's last layer, a packed call's `rag_outputs` (row indices) limit the queries, attention, o_proj and MLP
     to those rows, and the layer returns them alone (rag/models/segments.py `wanted_rows` reads either form).
     Training (autograd: gradient checkpointing lives in the original) and anything else runs the original."""
@@ -191,12 +208,22 @@ def _decoder_forward(module, original):
                             use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
         if not (outputs is not None and kwargs.get("rag_segments") is not None and _last_layer(module)):
             outputs = None  # an earlier layer's every row makes keys and values of the next one
+        kernels = native.ops()
+        if hidden_states.dtype == torch.bfloat16 and _fusable(kernels, hidden_states):
+            hidden_states = hidden_states.float()  # the residual stream stays float32 from here (see above)
+        residual = hidden_states if outputs is None else hidden_states[:, outputs]
+        norm = module.post_attention_layernorm
+        joined = _normalises_the_stream(kernels, hidden_states, norm.weight) and not _hooked(norm)
         attended, _ = module.self_attn(hidden_states=module.input_layernorm(hidden_states),
                                        attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                                        use_cache=use_cache, position_embeddings=position_embeddings,
-                                       rag_residual=hidden_states if outputs is None else hidden_states[:, outputs],
-                                       rag_outputs=outputs, **kwargs)
-        return module.mlp(module.post_attention_layernorm(attended), rag_residual=attended)
+                                       rag_residual=None if joined else residual, rag_outputs=outputs, **kwargs)
+        if joined:  # the add and the norm after it in one pass
+            attended, normed = kernels.add_rms_norm(residual.contiguous(), attended.contiguous(), norm.weight,
+                                                    norm.variance_epsilon)
+        else:
+            normed = norm(attended)
+        return module.mlp(normed, rag_residual=attended)
     return forward
 
 
