@@ -78,8 +78,9 @@ def use_left_padding(model) -> None:
 
 class SentenceTransformerEmbedder:
     """`rag.models.Embedder` over any sentence-transformers model; Qwen3-Embedding by default. `fused` runs a
-    Qwen3 model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py); `keep_heap`
-    keeps a CPU pass's freed activations in the process (rag/models/heap.py)."""
+    Qwen3 model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py; on a GPU a bf16
+    model keeps its residual stream in float32, rag/models/residual_stream.py); `keep_heap` keeps a CPU pass's
+    freed activations in the process (rag/models/heap.py)."""
 
     def __init__(self, model_name: str = "Qwen/Qwen3-Embedding-0.6B", *, dim: int | None = None,
                  device: str = "auto", dtype: str = "auto", batch_size: int = 32, batch_tokens: int | None = None,
@@ -107,6 +108,10 @@ class SentenceTransformerEmbedder:
             from rag.models.fused_layers import use_fused_layers
 
             use_fused_layers(self.model[0].auto_model)  # a no-op for other architectures (MiniLM, BERT-style)
+        elif self.device != "cpu":  # a GPU: bf16/fp16 Qwen3 layers add into a float32 residual stream
+            from rag.models.residual_stream import keep_residual_stream_in_float32
+
+            keep_residual_stream_in_float32(self.model[0].auto_model)
         if keep_heap:
             from rag.models.heap import keep_freed_memory_for
 

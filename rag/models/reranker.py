@@ -60,8 +60,9 @@ class Qwen3Reranker:
 
     `dtype="int8"` quantises the Linear layers of a model this class loads (an injected `model` is used as is).
     `prefix_cache=False` runs every pair whole, without sharing the head (for comparison). `fused` runs the
-    model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py); `keep_heap` keeps a
-    CPU pass's freed activations in the process (rag/models/heap.py).
+    model's layers on the fused CPU kernels once they are built (rag/models/fused_layers.py; on a GPU a bf16 model
+    keeps its residual stream in float32, rag/models/residual_stream.py); `keep_heap` keeps a CPU pass's freed
+    activations in the process (rag/models/heap.py).
     `batch_size` and `batch_tokens` cap the documents and tokens of one packed pass (CPU default in
     rag/models/batching.py, measured in docs/benchmarks.md).
     """
@@ -97,6 +98,10 @@ class Qwen3Reranker:
             from rag.models.fused_layers import use_fused_layers
 
             use_fused_layers(self.model)  # same numbers, less element-wise time (rag/models/fused_layers.py)
+        elif self.device != "cpu":  # a GPU: bf16/fp16 layers add into a float32 residual stream
+            from rag.models.residual_stream import keep_residual_stream_in_float32
+
+            keep_residual_stream_in_float32(self.model)
         if keep_heap:
             from rag.models.heap import keep_freed_memory_for
 

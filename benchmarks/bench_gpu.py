@@ -1,11 +1,16 @@
-"""The packed attention on a GPU: one SDPA call per segment against masked calls over groups of segments.
+"""Our models' GPU path, its choices timed against each other: the packed attention's grouping, and the float32
+residual stream.
 
-    python benchmarks/bench_gpu_attention.py [--rounds 7] [--rows 0,512,1024,2048,4096,all] [--dtype auto]
+    python benchmarks/bench_gpu.py [--rounds 7] [--rows 0,512,1024,2048,4096,all] [--stream on|off|on,off]
+                                   [--dtype auto]
 
-A packed pass runs a call per text in every layer when each segment has its own attention call (how a CPU without
-the fused kernels runs it); on a GPU the launches cost more than the work (docs/benchmarks.md, "GPU"). This times
-the app's stages on the GPU for each `rag.models.packed.GPU_ATTENTION_ROWS` (0 = a call per segment), interleaved
-round by round, and prints medians, then checks parity at each setting against the model cards' code in fp32:
+- **Attention grouping** (`rag.models.packed.GPU_ATTENTION_ROWS`; 0 = a call per text): a packed pass runs a call
+  per text in every layer when each segment has its own attention call, as a CPU without the fused kernels runs
+  it; on a GPU the launches cost more than the work (docs/benchmarks.md, "GPU").
+- **Float32 residual stream** (rag/models/residual_stream.py): `off` puts transformers' own decoder-layer forward
+  back, which rounds the stream to bf16 at every add.
+Each arm (rows x stream) runs the app's stages, interleaved round by round, and the medians are printed; then
+parity at each arm against the model cards' code in fp32:
 - embed 28 FAQ chunks (`embed_documents`), 8 queries one by one (`embed_query`);
 - rerank 10 FAQ candidates for each of 3 shipped questions (`score`), and the same with progress (`on_batch`:
   the shortest pair alone first, as the app's progressive table asks for it).
@@ -31,8 +36,21 @@ def settings(text: str) -> list[int]:
     return [ALL if r == "all" else int(r) for r in text.split(",")]
 
 
-def label(rows: int) -> str:
-    return "all" if rows == ALL else str(rows)
+def label(arm: tuple[int, bool]) -> str:
+    rows, stream = arm
+    return ("all" if rows == ALL else str(rows)) + (", stream" if stream else "")
+
+
+def set_stream(models, on: bool) -> None:
+    """The float32-stream forward of every switched decoder layer (rag/models/residual_stream.py), or
+    transformers' own (the class's forward, which the instance's attribute shadows)."""
+    for model in models:
+        for layer in model.modules():
+            if getattr(layer, "_rag_stream", False):
+                if on and "forward" not in vars(layer):
+                    layer.forward = layer._bench_stream_forward
+                elif not on and "forward" in vars(layer):
+                    layer._bench_stream_forward = vars(layer).pop("forward")
 
 
 def stages(embedder, reranker, docs: list[str], queries: list[str], per_query) -> dict:
@@ -55,6 +73,7 @@ def main(argv=None):
     parser.add_argument("--cache-dir", default=common.DEFAULT_CACHE)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--rows", default="0,512,1024,2048,4096,all", help="GPU_ATTENTION_ROWS settings")
+    parser.add_argument("--stream", default="on", help="the float32 residual stream: on, off, or on,off")
     parser.add_argument("--dtype", default="auto", help="our models' precision (auto: bf16 on a GPU)")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
@@ -76,23 +95,31 @@ def main(argv=None):
     print(f"ours: {embedder.precision.name} / {reranker.precision.name}; default GPU_ATTENTION_ROWS "
           f"{packed.GPU_ATTENTION_ROWS}", flush=True)
     run = stages(embedder, reranker, docs, questions[-8:], per_query)
-    rows = settings(args.rows)
-    times = {(name, r): [] for name in run for r in rows}
-    for fn in run.values():  # warm-up: kernels, the static head's KV
-        fn()
+    models = (embedder.model, reranker.model)
+    arms = [(r, on == "on") for on in args.stream.split(",") for r in settings(args.rows)]
+    times = {(name, arm): [] for name in run for arm in arms}
+
+    def use(arm):
+        packed.GPU_ATTENTION_ROWS = arm[0]
+        set_stream(models, arm[1])
+
+    for arm in arms:  # warm-up: kernels, the static head's KV
+        use(arm)
+        for fn in run.values():
+            fn()
     for _ in range(args.rounds):
-        for r in rows:
-            packed.GPU_ATTENTION_ROWS = r
+        for arm in arms:
+            use(arm)
             for name, fn in run.items():
                 with common.Clock() as clock:
                     fn()
-                times[name, r].append(clock.wall)
+                times[name, arm].append(clock.wall)
     print(f"\nmedian of {args.rounds} interleaved rounds, ms (min-max)")
-    print("stage".ljust(34) + "".join(label(r).rjust(18) for r in rows))
+    print("stage".ljust(34) + "".join(label(arm).rjust(20) for arm in arms))
     for name in run:
-        cells = [times[name, r] for r in rows]
+        cells = [times[name, arm] for arm in arms]
         print(name.ljust(34) + "".join(f"{1e3 * statistics.median(c):7.1f} ({1e3 * min(c):.0f}-{1e3 * max(c):.0f})"
-                                       .rjust(18) for c in cells), flush=True)
+                                       .rjust(20) for c in cells), flush=True)
 
     card = SentenceTransformer(str(embed_path), device=args.device, model_kwargs={"dtype": torch.float32})
     card_reranker = ReferenceReranker(str(rerank_path), dtype=torch.float32, device=args.device)
@@ -103,15 +130,15 @@ def main(argv=None):
         reference_scores = [card_reranker.score(q, d) for q, d in per_query]
     print(f"\ncard fp32: embed {len(docs)} chunks {1e3 * clock.wall:.0f} ms, "
           f"rerank {1e3 * rerank_clock.wall:.0f} ms (one run each, after a warm-up)")
-    for r in rows:
-        packed.GPU_ATTENTION_ROWS = r
+    for arm in arms:
+        use(arm)
         vectors = embedder.embed_documents(docs)
         scores = [reranker.score(q, d) for q, d in per_query]
         cosine = float(np.min(np.sum(vectors * reference_docs, axis=1)))
         delta = max(abs(a - b) for s, ref in zip(scores, reference_scores) for a, b in zip(s, ref))
         top3 = sum(list(np.argsort(s)[::-1][:3]) == list(np.argsort(ref)[::-1][:3])
                    for s, ref in zip(scores, reference_scores))
-        print(f"rows {label(r)}: embed min cos {cosine:.6f}, rerank max |d| {delta:.1e}, top-3 same {top3}/{len(scores)}",
+        print(f"{label(arm)}: embed min cos {cosine:.6f}, rerank max |d| {delta:.1e}, top-3 same {top3}/{len(scores)}",
               flush=True)
 
 
