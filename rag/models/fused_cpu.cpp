@@ -75,35 +75,47 @@ void for_dtype(at::ScalarType dtype, Body body) {
   }
 }
 
+// weight * a / rms(a) for one row of d values, written in the weight's type (Qwen3RMSNorm).
+template <typename X, typename W>
+inline void normalise_row(const X* a, const W* w, W* o, int64_t d, float eps) {
+  const float r = inverse_rms(a, d, eps);
+  for (int64_t j = 0; j < d; ++j) {
+    store(o + j, load(w + j) * (load(a + j) * r));
+  }
+}
+
+// Calls body(X{}, W{}) with X the C++ type of the input's dtype and W the weight's (float or at::BFloat16).
+template <typename Body>
+void for_input_and_weight(at::ScalarType x, at::ScalarType weight, Body body) {
+  for_dtype(x, [&](auto x_tag) { for_dtype(weight, [&](auto w_tag) { body(x_tag, w_tag); }); });
+}
+
+// The normalised rows' tensor for input x and weight (checked): x's shape, the weight's dtype.
+at::Tensor normalised_like(const at::Tensor& x, const at::Tensor& weight) {
+  check_input(x, x, "x");
+  check_input(weight, weight, "weight");
+  TORCH_CHECK(weight.numel() == x.size(-1), "weight must have the last dimension's size");
+  return at::empty(x.sizes(), x.options().dtype(weight.scalar_type()));
+}
+
 // weight * x / rms(x) over the last dimension (Qwen3RMSNorm), in the weight's dtype. x has the weight's dtype, or
 // is float32 under bfloat16 weights: a bfloat16 model whose residual stream stays in float32
 // (rag/models/fused_layers.py) normalises it straight into the next bfloat16 product's input.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  check_input(x, x, "x");
-  check_input(weight, weight, "weight");
   TORCH_CHECK(weight.scalar_type() == x.scalar_type() || x.scalar_type() == at::kFloat,
               "weight must have the dtype of the input (or bfloat16 under a float32 input)");
+  auto out = normalised_like(x, weight);
   const int64_t d = x.size(-1), rows = x.numel() / d;
-  TORCH_CHECK(weight.numel() == d, "weight must have the last dimension's size");
-  auto out = at::empty(x.sizes(), x.options().dtype(weight.scalar_type()));
-  const float e = static_cast<float>(eps);
-  for_dtype(x.scalar_type(), [&](auto x_tag) {
-    for_dtype(weight.scalar_type(), [&](auto w_tag) {
-      using X = decltype(x_tag);
-      using W = decltype(w_tag);
-      const X* xp = x.data_ptr<X>();
-      const W* w = weight.data_ptr<W>();
-      W* op = out.data_ptr<W>();
-      at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const X* a = xp + i * d;
-          W* o = op + i * d;
-          const float r = inverse_rms(a, d, e);
-          for (int64_t j = 0; j < d; ++j) {
-            store(o + j, load(w + j) * (load(a + j) * r));
-          }
-        }
-      });
+  for_input_and_weight(x.scalar_type(), weight.scalar_type(), [&](auto x_tag, auto w_tag) {
+    using X = decltype(x_tag);
+    using W = decltype(w_tag);
+    const X* xp = x.data_ptr<X>();
+    const W* w = weight.data_ptr<W>();
+    W* op = out.data_ptr<W>();
+    at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        normalise_row(xp + i * d, w, op + i * d, d, static_cast<float>(eps));
+      }
     });
   });
   return out;
@@ -114,40 +126,28 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 // float32 or bfloat16; the normalised rows come out in the weight's dtype.
 std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& residual, const at::Tensor& x,
                                                 const at::Tensor& weight, double eps) {
+  auto out = normalised_like(x, weight);
   check_input(residual, residual, "residual");
-  check_input(x, x, "x");
-  check_input(weight, weight, "weight");
   TORCH_CHECK(residual.scalar_type() == at::kFloat, "residual must be float32");
   TORCH_CHECK(x.sizes() == residual.sizes(), "x must have the residual's shape");
   const int64_t d = x.size(-1), rows = x.numel() / d;
-  TORCH_CHECK(weight.numel() == d, "weight must have the last dimension's size");
   auto sum = at::empty_like(residual);
-  auto out = at::empty(x.sizes(), x.options().dtype(weight.scalar_type()));
-  const float e = static_cast<float>(eps);
-  for_dtype(x.scalar_type(), [&](auto x_tag) {
-    for_dtype(weight.scalar_type(), [&](auto w_tag) {
-      using X = decltype(x_tag);
-      using W = decltype(w_tag);
-      const float* rp = residual.data_ptr<float>();
-      const X* xp = x.data_ptr<X>();
-      const W* w = weight.data_ptr<W>();
-      float* sp = sum.data_ptr<float>();
-      W* op = out.data_ptr<W>();
-      at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-          const float* r = rp + i * d;
-          const X* a = xp + i * d;
-          float* s = sp + i * d;
-          for (int64_t j = 0; j < d; ++j) {
-            s[j] = r[j] + load(a + j);
-          }
-          const float inverse = inverse_rms(s, d, e);
-          W* o = op + i * d;
-          for (int64_t j = 0; j < d; ++j) {
-            store(o + j, load(w + j) * (s[j] * inverse));
-          }
+  for_input_and_weight(x.scalar_type(), weight.scalar_type(), [&](auto x_tag, auto w_tag) {
+    using X = decltype(x_tag);
+    using W = decltype(w_tag);
+    const float* rp = residual.data_ptr<float>();
+    const X* xp = x.data_ptr<X>();
+    const W* w = weight.data_ptr<W>();
+    float* sp = sum.data_ptr<float>();
+    W* op = out.data_ptr<W>();
+    at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float* s = sp + i * d;
+        for (int64_t j = 0; j < d; ++j) {
+          s[j] = rp[i * d + j] + load(xp + i * d + j);
         }
-      });
+        normalise_row(static_cast<const float*>(s), w, op + i * d, d, static_cast<float>(eps));
+      }
     });
   });
   return {sum, out};
