@@ -16,6 +16,9 @@ right after it:
 - embedding: sentence-transformers `SentenceTransformer(model).encode(documents)` (Qwen3-Embedding card),
   loaded in fp32: the parity reference (cosine), and its time;
 - reranking: the Qwen3-Reranker card's transformers code (one padded batch, full-vocabulary logits), fp32.
+Each of these two stages also prints **its matrix products alone** (benchmarks/gemm_replay.py): the same products
+its pass makes, with the model's weights, back to back with nothing between them, against the same floor. That is
+the stage's bound with this GEMM library on this CPU: a bar below it cannot be met by fusing the other work.
 Ours runs the app's default configuration (fused CPU kernels, rag/models/fused_layers.py, waited for before the
 first stage; each stage also runs once more on transformers' own ops, as before them; `dtype="auto"`: on a CPU
 without native bf16 the bf16 weights are widened to fp32 per call, so its matmuls are fp32). The CPU model and
@@ -39,6 +42,7 @@ import numpy as np
 
 import common  # noqa: I001 - sets the offline environment and sys.path before torch/transformers load
 import torch
+from gemm_replay import record_products
 
 TOP_K = 10
 
@@ -95,6 +99,21 @@ class Run:
         self.stages.append(stage)
         print("  " + stage.line(), flush=True)
 
+    def products_alone(self, stage: common.Stage, fn, model) -> None:
+        """The stage's matrix products alone, back to back (benchmarks/gemm_replay.py), against the same floor: what
+        the stage would take if everything but its products were free. Above a bar, no fusion meets that bar with
+        this GEMM library on this CPU; the stage's time above it is the rest of the pass."""
+        replay = record_products(fn, list(model.parameters()))
+        replay.run()  # makes its inputs
+        clock, _, peak = self.best(replay.run, flops=stage.flops)
+        bound = common.Stage(stage.name, "its matrix products alone (bound)", stage.dtype, clock, stage.tokens,
+                             stage.flops, peak, parity=f"{len(replay)} products, {replay.flops / 1e9:.0f} GFLOP")
+        self.add(bound)
+        rest = stage.seconds - bound.seconds
+        print(f"  the stage's products alone run at {replay.flops / bound.seconds / 1e9:.0f} GFLOP/s; everything "
+              f"else in its pass (norms, rotary, attention, SwiGLU, copies, Python) takes ~{rest:.2f} s "
+              f"({rest / stage.seconds:.0%} of it)", flush=True)
+
 
 def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutorial_dtype: str, profile: bool):
     from sentence_transformers import SentenceTransformer
@@ -115,8 +134,10 @@ def bench_embedding(run: Run, path, docs: list[str], queries: list[str], tutoria
     card_s, reference = timed(card.encode, docs)
     our_s, vectors, peak = run.best(ours.embed_documents, docs, flops=flops)
     cosine = float(np.min(np.sum(vectors * reference, axis=1)))
-    run.add(common.Stage(f"embed {len(docs)} FAQ chunks", f"ours packed ({ours.precision.name})", dtype, our_s,
-                         sum(lengths), flops, peak, card_s, f"min cos {cosine:.6f} vs card {tutorial_dtype}"))
+    stage = common.Stage(f"embed {len(docs)} FAQ chunks", f"ours packed ({ours.precision.name})", dtype, our_s,
+                         sum(lengths), flops, peak, card_s, f"min cos {cosine:.6f} vs card {tutorial_dtype}")
+    run.add(stage)
+    run.products_alone(stage, lambda: ours.embed_documents(docs), ours.model)
     if run.device == "cpu":  # the same packed path on transformers' own element-wise ops (RAG_FUSED_KERNELS=0)
         plain = SentenceTransformerEmbedder(str(path), device="cpu", dtype=run.model_dtype, fused=False)
         plain_s, vectors, peak = run.best(plain.embed_documents, docs, flops=flops)
@@ -194,9 +215,11 @@ def bench_rerank(run: Run, path, chunks: list[str], queries: list[str], tutorial
     # how far apart the card's top 4 scores are: an order decided by less than max |d| is a near-tie
     gap = min(float(np.min(-np.diff(np.sort(r)[::-1][:4]))) for r in reference)
     n = len(queries)
-    run.add(common.Stage(f"rerank 10 FAQ chunks x {n} queries", f"ours ({ours.precision.name})", dtype, ours_s,
+    stage = common.Stage(f"rerank 10 FAQ chunks x {n} queries", f"ours ({ours.precision.name})", dtype, ours_s,
                          tokens, flops, peak, card_s,
-                         f"max |d| {delta:.1e}, top-3 same {top3}/{n} (card's top-4 gaps >= {gap:.1e})"))
+                         f"max |d| {delta:.1e}, top-3 same {top3}/{n} (card's top-4 gaps >= {gap:.1e})")
+    run.add(stage)
+    run.products_alone(stage, lambda: [ours.score(q, docs) for q, docs in per_query], ours.model)
     if run.device == "cpu":  # transformers' own element-wise ops, as before the kernels
         plain = Qwen3Reranker(str(path), device="cpu", dtype=run.model_dtype, fused=False)
         plain.score(queries[0], chunks[:2])
