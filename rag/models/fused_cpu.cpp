@@ -153,6 +153,27 @@ std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& residual, cons
   return {sum, out};
 }
 
+// residual += x, in place, where residual is float32 and x float32 or bfloat16: a bfloat16 model's MLP output
+// joining its float32 residual stream (rag/models/fused_layers.py). torch's add of the two dtypes first widens x
+// into a float32 copy and then adds: 2.1 ms a layer at 2,348 rows on an AMX CPU, ~4% of an embedding pass.
+at::Tensor add_(at::Tensor& residual, const at::Tensor& x) {
+  check_input(residual, residual, "residual");
+  check_input(x, x, "x");
+  TORCH_CHECK(residual.scalar_type() == at::kFloat, "residual must be float32");
+  TORCH_CHECK(x.sizes() == residual.sizes(), "x must have the residual's shape");
+  float* rp = residual.data_ptr<float>();
+  for_dtype(x.scalar_type(), [&](auto tag) {
+    using X = decltype(tag);
+    const X* xp = x.data_ptr<X>();
+    at::parallel_for(0, residual.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        rp[i] += load(xp + i);
+      }
+    });
+  });
+  return residual;
+}
+
 // Per-head RMSNorm, then the rotary embedding (rotate_half convention), then the attention layout:
 // x [batch, rows, heads, d] -> [batch, heads, rows, d]; cos/sin [batch, rows, d]. x's rows may be further apart
 // than heads * d (the keys' columns of one merged key/value product, rag/models/fused_layers.py); each row's
@@ -833,6 +854,7 @@ at::Tensor segment_attention(const at::Tensor& q, const at::Tensor& k, const at:
 TORCH_LIBRARY(rag_fused, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor", rms_norm);
   m.def("add_rms_norm(Tensor residual, Tensor x, Tensor weight, float eps) -> (Tensor, Tensor)", add_rms_norm);
+  m.def("add_(Tensor(a!) residual, Tensor x) -> Tensor(a!)", add_);
   m.def("norm_rope(Tensor x, Tensor weight, Tensor cos, Tensor sin, float eps) -> Tensor", norm_rope);
   m.def("silu_mul_(Tensor(a!) gate, Tensor up) -> Tensor(a!)", silu_mul_);
   m.def("segment_attention(Tensor q, Tensor k, Tensor v, Tensor segments, float scale) -> Tensor", segment_attention);

@@ -58,6 +58,19 @@ def test_a_float32_stream_normalised_into_bf16_is_the_float32_norm_rounded():
     assert torch.equal(out.view(torch.int16), rounded.view(torch.int16))
 
 
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.bfloat16])
+def test_add_adds_into_the_float32_residual_in_place_exactly(x_dtype):
+    """A bf16 model's MLP output joining its float32 stream: residual + x, each sum rounded once as torch rounds
+    it, written into the residual's own storage."""
+    torch.manual_seed(5)
+    residual = torch.randn(3, 5, 1024).mul(4)
+    x = torch.randn(3, 5, 1024).to(x_dtype)
+    expected, storage = residual + x.float(), residual.data_ptr()
+    total = native.ops().add_(residual, x)
+    assert total.data_ptr() == residual.data_ptr() == storage and total.dtype == torch.float32
+    assert torch.equal(total, expected)
+
+
 @pytest.mark.parametrize("x_dtype,weight_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
                                                   (torch.float32, torch.bfloat16)])
 def test_add_rms_norm_is_the_float32_sum_and_its_norm(x_dtype, weight_dtype):
@@ -287,6 +300,12 @@ def test_kernels_refuse_what_they_do_not_implement():
         ops.add_rms_norm(torch.randn(4, 8).bfloat16(), torch.randn(4, 8), torch.randn(8), 1e-6)
     with pytest.raises(RuntimeError, match="the residual's shape"):
         ops.add_rms_norm(torch.randn(4, 8), torch.randn(3, 8), torch.randn(8), 1e-6)
+    with pytest.raises(RuntimeError, match="residual must be float32"):
+        ops.add_(torch.randn(4, 8).bfloat16(), torch.randn(4, 8).bfloat16())
+    with pytest.raises(RuntimeError, match="the residual's shape"):
+        ops.add_(torch.randn(4, 8), torch.randn(8, 4))
+    with pytest.raises(RuntimeError, match="contiguous float32 or bfloat16"):
+        ops.add_(torch.randn(4, 8), torch.randn(8, 4).t())
     with pytest.raises(RuntimeError, match="head_dim"):
         ops.norm_rope(torch.randn(1, 2, 2, 8), torch.randn(6), torch.randn(1, 2, 8), torch.randn(1, 2, 8), 1e-6)
     q, kv = torch.randn(1, 4, 6, 8), torch.randn(1, 2, 6, 8)
@@ -382,7 +401,7 @@ def _op_counts(model, ids) -> dict[str, int]:
 def test_a_bf16_model_keeps_its_residual_stream_in_float32():
     """On the kernels a bf16 model's residual stream stays float32 between layers: each layer's input norm reads
     it into bf16, its attention output joins it in one pass with the norm after it (`add_rms_norm`), its MLP output
-    is added in float32. Rounding the stream to bf16 at every add was the largest share of the bf16 error (0.6B
+    is added into that float32 sum in place (`add_`). Rounding the stream to bf16 at every add was the largest share of the bf16 error (0.6B
     shape: rerank max |d| 5.0e-3 -> 2.8e-3 against fp32 over 8 questions, docs/benchmarks.md). A hooked norm is
     called as a module, with the same numbers (but for the order of a sum); without the kernels (still building)
     transformers' bf16 path runs."""
@@ -393,7 +412,8 @@ def test_a_bf16_model_keeps_its_residual_stream_in_float32():
     for layer in model.layers:
         layer.register_forward_hook(lambda module, args, out: streams.append(out.dtype))
     counts = _op_counts(model, ids)
-    assert streams == [torch.float32] * 3 and counts["rag_fused::add_rms_norm"] == 3
+    assert streams == [torch.float32] * 3
+    assert counts["rag_fused::add_rms_norm"] == 3 and counts["rag_fused::add_"] == 3
     with torch.inference_mode():
         fused = model(input_ids=ids).last_hidden_state
         seen = []
