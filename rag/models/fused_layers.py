@@ -191,7 +191,8 @@ def _merge_keys_and_values(module) -> bool:
 
 def _decoder_forward(module, original):
     """transformers' Qwen3DecoderLayer (x + attention(norm(x)), then + mlp(norm(.))) with each residual added
-    inside the product before it (`_plus_residual`), when its attention and MLP modules are switched too; in a bf16
+    inside the product before it (`_plus_residual`; after the module, where a hook watches its output), when its
+    attention and MLP modules are switched too; in a bf16
     model the stream x turns float32 here, and the attention output joins it in the norm's pass. In the
     model's last layer, a packed call's `rag_outputs` (row indices) limit the queries, attention, o_proj and MLP
     to those rows, and the layer returns them alone (rag/models/segments.py `wanted_rows` reads either form).
@@ -215,11 +216,16 @@ def _decoder_forward(module, original):
         residual = hidden_states if outputs is None else hidden_states[:, outputs]
         norm = module.post_attention_layernorm
         joined = _normalises_the_stream(kernels, hidden_states, norm.weight) and not _hooked(norm)
+        # a hooked attention or MLP returns its own output, as in transformers: its residual is added after it
+        handed = not joined and not _hooked(module.self_attn)
         attended, _ = module.self_attn(hidden_states=module.input_layernorm(hidden_states),
                                        attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                                        use_cache=use_cache, position_embeddings=position_embeddings,
-                                       rag_residual=None if joined else residual, rag_outputs=outputs, **kwargs)
+                                       rag_residual=residual if handed else None, rag_outputs=outputs, **kwargs)
         if not joined:
+            attended = attended if handed else _added(attended, residual)
+            if _hooked(module.mlp):
+                return _added(module.mlp(norm(attended)), attended)
             return module.mlp(norm(attended), rag_residual=attended)
         # the add and the norm after it in one pass; then the MLP's bf16 output added into that fresh float32 sum
         attended, normed = kernels.add_rms_norm(residual.contiguous(), attended.contiguous(), norm.weight,

@@ -456,6 +456,30 @@ def test_the_residual_adds_ride_in_the_projections_before_them():
         _close(fused(input_ids=ids).last_hidden_state, plain(input_ids=ids).last_hidden_state)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_hooks_on_the_attention_and_the_mlp_see_their_own_outputs(dtype):
+    """The residual adds ride inside the projections (fp32) or join the float32 stream (bf16), but a forward hook
+    on the attention or MLP module sees that module's own output, as on the unfused fp32 model, not output +
+    residual (which would be off by the whole stream); the model's results stay the same."""
+    plain = _qwen3(seed=9)
+    fused = copy.deepcopy(plain).to(dtype)
+    use_fused_layers(fused)
+    ids = torch.randint(0, 500, (1, 12))
+    seen = {}
+    for name, model in (("plain", plain), ("fused", fused)):
+        layer = model.layers[1]
+        layer.self_attn.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__((name, "attn"), out[0]))
+        layer.mlp.register_forward_hook(lambda m, args, out, name=name: seen.__setitem__((name, "mlp"), out))
+    with torch.inference_mode():
+        results = {name: model(input_ids=ids).last_hidden_state.float() for name, model in (("plain", plain),
+                                                                                             ("fused", fused))}
+    relative = lambda a, b: float((a.float() - b).norm() / b.norm())  # noqa: E731
+    bound = 1e-5 if dtype == torch.float32 else 2e-2  # bf16: a few roundings; output + residual would be ~1
+    for module in ("attn", "mlp"):
+        assert relative(seen["fused", module], seen["plain", module]) < bound, module
+    assert relative(results["fused"], results["plain"]) < bound
+
+
 def test_the_last_layer_computes_only_the_rows_a_packed_call_reads(tiny_embedder, tiny_reranker, monkeypatch):
     """Given `rag_outputs`, a fused model's last layer runs its queries, attention, output projection and MLP on
     those rows only (earlier layers need every row: they make the next layer's keys), and returns the states the
