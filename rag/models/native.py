@@ -33,8 +33,9 @@ NAMESPACE = "rag_fused"
 ISA_FLAGS = {"AVX512": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma"],
              "AVX2": ["-mavx2", "-mfma"]}
 # CPUs with AMX tiles (torch's check: the CPU has them and Linux lets processes use them) also get the tile
-# attention for bfloat16 (fused_cpu.cpp, namespace amx).
-AMX_FLAGS = ["-mamx-tile", "-mamx-bf16"]
+# attention for bfloat16 (fused_cpu.cpp, namespace amx), which rounds its outputs with AVX512-BF16 (every CPU with
+# AMX has it).
+AMX_FLAGS = ["-mamx-tile", "-mamx-bf16", "-mavx512bf16"]
 # -ffast-math lets the compiler vectorise the sums of squares and exp (glibc's vector math): the results differ
 # from torch's ops by float rounding only (tests/models/test_fused_layers.py states the tolerance).
 CFLAGS = ["-O3", "-ffast-math", "-fopenmp", "-std=c++17", "-shared", "-fPIC", "-w"]
