@@ -192,8 +192,8 @@ def _merge_keys_and_values(module) -> bool:
 def _decoder_forward(module, original):
     """transformers' Qwen3DecoderLayer (x + attention(norm(x)), then + mlp(norm(.))) with each residual added
     inside the product before it (`_plus_residual`; after the module, where a hook watches its output), when its
-    attention and MLP modules are switched too; in a bf16
-    model the stream x turns float32 here, and the attention output joins it in the norm's pass. In the
+    attention and MLP modules are switched too; in a bf16 model the stream x turns float32 here, the attention
+    output joins it in the norm's pass and the MLP output is added into that sum in place. In the
     model's last layer, a packed call's `rag_outputs` (row indices) limit the queries, attention, o_proj and MLP
     to those rows, and the layer returns them alone (rag/models/segments.py `wanted_rows` reads either form).
     Training (autograd: gradient checkpointing lives in the original) and anything else runs the original."""
